@@ -1,0 +1,1 @@
+"""The celery adapter for jobadapter."""

@@ -1,0 +1,1 @@
+"""The dramatiq adapter for jobadapter."""

@@ -1,0 +1,1 @@
+"""The rq adapter for jobadapter."""

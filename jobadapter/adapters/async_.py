@@ -1,0 +1,216 @@
+"""``async://?workers=N``: an in-process thread pool, the default adapter.
+
+Jobs run on ``workers`` daemon threads (default: the number of CPUs) in the
+enqueuing process; no server is needed and nothing survives the process. Due
+jobs run most urgent priority first (a lower number; None counts as 0), then
+in enqueue order; delayed jobs and retries wait in a timer heap until their
+time. Queue names are recorded but every queue is served.
+
+At interpreter exit the pool drains: it waits for running and due jobs, and
+for delayed ones that come due within ``drain_timeout`` seconds (default 10);
+a warning names how many later jobs are dropped. ``close()`` drains the same
+way. An unhandled error is logged and kept in ``failed()``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import heapq
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from jobadapter.adapters.base import Adapter, AdapterURL, Capability
+from jobadapter.envelope import Envelope, decode
+from jobadapter.errors import ConfigurationError, InvalidEnvelope
+from jobadapter.execution import execute
+
+_logger = logging.getLogger("jobadapter")
+
+
+class AsyncAdapter(Adapter):
+    name: ClassVar[str] = "Async"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.DELAYED, Capability.PRIORITY, Capability.FAILED_STORE}
+    )
+    notes: ClassVar[Mapping[str, str]] = {
+        Capability.DELAYED.value: "a timer heap in the process",
+        Capability.PRIORITY.value: "due jobs run by priority, then enqueue order",
+    }
+
+    def __init__(
+        self,
+        url: AdapterURL,
+        *,
+        workers: int | None = None,
+        drain_timeout: float | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(url, **options)
+        self.workers = _positive_int(workers if workers is not None else url.query.get("workers"), "workers")
+        self.drain_timeout = float(
+            drain_timeout if drain_timeout is not None else url.query.get("drain_timeout", 10)
+        )
+        self._condition = threading.Condition()
+        self._ready: list[tuple[int, int, str]] = []
+        self._delayed: list[tuple[float, int, int, str]] = []
+        self._sequence = 0
+        self._running = 0
+        self._stopping = False
+        self._failed: list[tuple[str, str]] = []
+        self._threads: list[threading.Thread] = []
+        reference = weakref.ref(self)
+        atexit.register(_drain_at_exit, reference)
+
+    # -- enqueueing --------------------------------------------------------------------
+
+    def enqueue(self, envelope: Envelope, options: Mapping[str, Any]) -> str | None:
+        with self._condition:
+            self._push_ready(envelope.priority, envelope.encode())
+            self._start_threads()
+            self._condition.notify()
+        return envelope.job_id
+
+    def enqueue_at(self, envelope: Envelope, at: datetime, options: Mapping[str, Any]) -> str | None:
+        delay = (at - datetime.now(timezone.utc)).total_seconds()
+        due = time.monotonic() + max(delay, 0.0)
+        with self._condition:
+            self._sequence += 1
+            heapq.heappush(self._delayed, (due, _rank(envelope.priority), self._sequence, envelope.encode()))
+            self._start_threads()
+            self._condition.notify_all()
+        return envelope.job_id
+
+    def enqueue_payload(self, payload: str, queue_name: str) -> None:
+        with self._condition:
+            self._push_ready(None, payload)
+            self._start_threads()
+            self._condition.notify()
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def queue_sizes(self) -> dict[str, int]:
+        with self._condition:
+            payloads = [item[2] for item in self._ready]
+        sizes: dict[str, int] = {}
+        for payload in payloads:
+            try:
+                queue = decode(payload).queue_name
+            except InvalidEnvelope:
+                continue
+            sizes[queue] = sizes.get(queue, 0) + 1
+        return sizes
+
+    def scheduled(self) -> list[Envelope]:
+        with self._condition:
+            payloads = [item[3] for item in sorted(self._delayed)]
+        return [decode(payload) for payload in payloads]
+
+    def failed(self) -> list[tuple[str, str]]:
+        with self._condition:
+            return list(self._failed)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking jobs, then drain (see the module docstring) and stop the threads."""
+        if self.closed:
+            return
+        self.drain(self.drain_timeout if timeout is None else timeout)
+        super().close()
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until nothing is running or due, and no delayed job comes due within ``timeout``.
+        Returns False (and logs how many jobs are left) if jobs remain."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while True:
+                pending_soon = any(due <= deadline for due, *_ in self._delayed)
+                if not self._ready and not self._running and not pending_soon:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._condition.wait(min(remaining, 0.05))
+            left = len(self._ready) + len(self._delayed) + self._running
+        if left:
+            _logger.warning("async:// stopped with %d job(s) not run: they are lost", left)
+        return not left
+
+    # -- the pool ------------------------------------------------------------------------
+
+    def _push_ready(self, priority: int | None, payload: str) -> None:
+        self._sequence += 1
+        heapq.heappush(self._ready, (_rank(priority), self._sequence, payload))
+
+    def _start_threads(self) -> None:
+        while len(self._threads) < self.workers:
+            thread = threading.Thread(
+                target=self._work, name=f"jobadapter-async-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._condition:
+                payload = self._next_payload()
+                if payload is None:
+                    return
+                self._running += 1
+            try:
+                execute(payload, self)
+            except Exception as error:
+                _logger.error("async:// job failed: %s: %s", type(error).__name__, error)
+                with self._condition:
+                    self._failed.append((payload, f"{type(error).__name__}: {error}"))
+            finally:
+                with self._condition:
+                    self._running -= 1
+                    self._condition.notify_all()
+
+    def _next_payload(self) -> str | None:
+        """Block until a job is due (moving due delayed jobs over); None once stopping."""
+        while True:
+            now = time.monotonic()
+            while self._delayed and self._delayed[0][0] <= now:
+                _, rank, sequence, payload = heapq.heappop(self._delayed)
+                heapq.heappush(self._ready, (rank, sequence, payload))
+            if self._ready:
+                return heapq.heappop(self._ready)[2]
+            if self._stopping:
+                return None
+            timeout = self._delayed[0][0] - now if self._delayed else None
+            self._condition.wait(timeout)
+
+
+def _rank(priority: int | None) -> int:
+    return 0 if priority is None else priority
+
+
+def _positive_int(value: object, name: str) -> int:
+    if value is None:
+        return os.cpu_count() or 2
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ConfigurationError(f"async:// {name} must be a whole number >= 1, not {value!r}")
+    return number
+
+
+def _drain_at_exit(reference: weakref.ref[AsyncAdapter]) -> None:
+    adapter = reference()
+    if adapter is not None and not adapter.closed:
+        adapter.close()

@@ -1,0 +1,155 @@
+"""Which adapter a job goes to: one URL switches the backend.
+
+The default adapter comes from ``configure(url=...)``, else the
+``JOBADAPTER_URL`` environment variable, else ``async://``. More adapters can
+be configured under names (``configure(url=..., name="reports")``) and picked
+by a job class's ``queue_adapter``, which may also be a URL. Adapter classes
+are found through the ``jobadapter.adapters`` entry-point group, keyed by the
+URL scheme before ``+``. Tests swap every job onto one adapter with
+`override` (the ``jobs`` fixture does).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from jobadapter.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from jobadapter.adapters.base import Adapter
+    from jobadapter.job import Job
+
+DEFAULT_URL = "async://"
+ENTRY_POINT_GROUP = "jobadapter.adapters"
+_DISTRIBUTIONS = {"rq": "jobadapter[rq]", "celery": "jobadapter[celery]", "dramatiq": "jobadapter[dramatiq]"}
+
+_lock = threading.RLock()
+_urls: dict[str, tuple[str, dict[str, Any]]] = {}
+_adapters: dict[str, Adapter] = {}
+_override: Adapter | None = None
+_registered: dict[str, type[Adapter]] = {}
+
+
+def configure(
+    url: str | None = None, *, name: str = "default", app: str | None = None, **options: Any
+) -> Adapter:
+    """Set the adapter called ``name`` (the default one unless given) and return it.
+
+    ``options`` go to the adapter's constructor. ``app`` sets the application
+    name written into model global ids (``gid://APP/...``). A previously built
+    adapter under the same name is closed.
+    """
+    if app is not None:
+        from jobadapter import locators
+
+        locators.set_app_name(app)
+    with _lock:
+        resolved = url or os.environ.get("JOBADAPTER_URL") or DEFAULT_URL
+        adapter = build_adapter(resolved, **options)
+        previous = _adapters.pop(name, None)
+        _urls[name] = (resolved, options)
+        _adapters[name] = adapter
+    if previous is not None and previous is not adapter:
+        previous.close()
+    return adapter
+
+
+def adapter(name: str = "default") -> Adapter:
+    """The adapter configured as ``name``, or built from ``name`` if it is a URL."""
+    found = _adapters.get(name)
+    if found is not None:
+        return found
+    with _lock:
+        if name in _adapters:
+            return _adapters[name]
+        if "://" in name:
+            built = build_adapter(name)
+        elif name in _urls:
+            url, options = _urls[name]
+            built = build_adapter(url, **options)
+        elif name == "default":
+            built = build_adapter(os.environ.get("JOBADAPTER_URL") or DEFAULT_URL)
+        else:
+            raise ConfigurationError(
+                f"no adapter is configured as {name!r}: call jobadapter.configure(url=..., name={name!r}) "
+                "or set queue_adapter to a URL"
+            )
+        _adapters[name] = built
+        return built
+
+
+def adapter_for(job_class: type[Job]) -> Adapter:
+    """Where ``job_class`` enqueues: the test override, its ``queue_adapter``, or the default."""
+    if _override is not None:
+        return _override
+    return adapter(job_class.queue_adapter or "default")
+
+
+@contextmanager
+def override(replacement: Adapter) -> Iterator[Adapter]:
+    """Send every job to ``replacement`` inside the block, whatever its ``queue_adapter``."""
+    global _override
+    previous, _override = _override, replacement
+    try:
+        yield replacement
+    finally:
+        _override = previous
+
+
+def reset() -> None:
+    """Close and forget every configured adapter (tests and worker shutdown use this)."""
+    with _lock:
+        built = list(_adapters.values())
+        _adapters.clear()
+        _urls.clear()
+    for each in built:
+        each.close()
+
+
+def build_adapter(url: str, **options: Any) -> Adapter:
+    """A new adapter for ``url``; a clear `ConfigurationError` for an unknown or missing one."""
+    from jobadapter.adapters.base import AdapterURL
+
+    parsed = AdapterURL.parse(url)
+    adapter_class = adapter_class_for(parsed.adapter)
+    return adapter_class(parsed, **options)
+
+
+def register_adapter(scheme: str, adapter_class: type[Adapter]) -> None:
+    """Make ``scheme://`` URLs build ``adapter_class`` in this process, ahead of entry points
+    (for an adapter under development, before it is packaged)."""
+    from jobadapter.adapters.base import Adapter
+
+    if not (isinstance(adapter_class, type) and issubclass(adapter_class, Adapter)):
+        raise ConfigurationError(f"{adapter_class!r} is not an Adapter class")
+    _registered[scheme] = adapter_class
+
+
+def adapter_class_for(scheme: str) -> type[Adapter]:
+    """The adapter class registered under ``scheme`` (`register_adapter`, then entry points)."""
+    if scheme in _registered:
+        return _registered[scheme]
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    entry_point = found.get(scheme)
+    if entry_point is None:
+        if scheme in _DISTRIBUTIONS:
+            raise ConfigurationError(
+                f"the {scheme!r} adapter is not installed: pip install '{_DISTRIBUTIONS[scheme]}'"
+            )
+        installed = ", ".join(sorted({*found, *_registered})) or "none"
+        raise ConfigurationError(f"no adapter for URL scheme {scheme!r}; installed adapters: {installed}")
+    try:
+        loaded = entry_point.load()
+    except ImportError as error:
+        hint = f": pip install '{_DISTRIBUTIONS[scheme]}'" if scheme in _DISTRIBUTIONS else ""
+        raise ConfigurationError(f"the {scheme!r} adapter could not be imported ({error}){hint}") from error
+    from jobadapter.adapters.base import Adapter
+
+    if not (isinstance(loaded, type) and issubclass(loaded, Adapter)):
+        raise ConfigurationError(f"entry point {scheme!r} ({entry_point.value}) is not an Adapter class")
+    return loaded

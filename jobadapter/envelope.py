@@ -1,0 +1,162 @@
+"""The wire format: one JSON object per job, identical on every backend.
+
+An envelope carries arguments in their *serialized* form (see ``arguments.py``):
+loading them is part of performing the job, so a failure to load lands inside
+the job's rescue rules (``discard_on(DeserializationError)``), not in the worker.
+
+``decode`` is strict on purpose. A worker receives bytes from a broker that
+anyone with network access may have written to, so every field is checked for
+presence and type, unknown fields are refused, and a version this code does
+not know is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from jobadapter.errors import InvalidEnvelope
+
+VERSION = 1
+"""The envelope version this code writes and the only one it reads."""
+
+_FIELDS = (
+    "jobadapter",
+    "job_class",
+    "job_id",
+    "queue_name",
+    "priority",
+    "arguments",
+    "keyword_arguments",
+    "executions",
+    "exception_executions",
+    "enqueued_at",
+    "scheduled_at",
+)
+_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One job as it travels: what to run, with what, and how often it already ran."""
+
+    job_class: str
+    job_id: str
+    queue_name: str
+    priority: int | None
+    arguments: list[Any]
+    keyword_arguments: dict[str, Any]
+    executions: int
+    exception_executions: dict[str, int]
+    enqueued_at: datetime
+    scheduled_at: datetime | None = None
+    _encoded: str | None = field(default=None, compare=False, repr=False)
+
+    def encode(self) -> str:
+        """The JSON text of this envelope (cached: adapters may ask more than once)."""
+        if self._encoded is None:
+            document = {
+                "jobadapter": VERSION,
+                "job_class": self.job_class,
+                "job_id": self.job_id,
+                "queue_name": self.queue_name,
+                "priority": self.priority,
+                "arguments": self.arguments,
+                "keyword_arguments": self.keyword_arguments,
+                "executions": self.executions,
+                "exception_executions": self.exception_executions,
+                "enqueued_at": format_timestamp(self.enqueued_at),
+                "scheduled_at": (None if self.scheduled_at is None else format_timestamp(self.scheduled_at)),
+            }
+            object.__setattr__(self, "_encoded", json.dumps(document, separators=(",", ":"), allow_nan=False))
+        assert self._encoded is not None
+        return self._encoded
+
+    def evolve(self, **changes: Any) -> Envelope:
+        """A copy with ``changes`` applied (and a fresh encoding)."""
+        return replace(self, _encoded=None, **changes)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and a ``Z``, as every envelope writes times."""
+    return moment.astimezone(timezone.utc).strftime(_TIMESTAMP_FORMAT)
+
+
+def decode(payload: str | bytes | bytearray) -> Envelope:
+    """Parse and validate one envelope; raise `InvalidEnvelope` saying what is wrong."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidEnvelope(f"payload is not JSON: {exc}") from exc
+    return from_document(document)
+
+
+def from_document(document: object) -> Envelope:
+    """Validate an already-parsed JSON document (brokers that parse JSON themselves)."""
+    if not isinstance(document, dict):
+        raise InvalidEnvelope(f"payload is a JSON {type(document).__name__}, not an object")
+    version = document.get("jobadapter")
+    if version is None:
+        raise InvalidEnvelope("payload has no 'jobadapter' version field: not a jobadapter job")
+    if type(version) is not int or version < 1:
+        raise InvalidEnvelope(f"envelope version {version!r} is not a positive integer")
+    if version > VERSION:
+        raise InvalidEnvelope(
+            f"envelope version {version} is newer than this worker reads ({VERSION}): "
+            "upgrade jobadapter on the workers"
+        )
+    missing = [name for name in _FIELDS if name not in document]
+    if missing:
+        raise InvalidEnvelope(f"envelope is missing field(s): {', '.join(missing)}")
+    unknown = sorted(set(document) - set(_FIELDS))
+    if unknown:
+        raise InvalidEnvelope(f"envelope has unknown field(s): {', '.join(unknown)}")
+    priority = document["priority"]
+    if priority is not None and type(priority) is not int:
+        raise InvalidEnvelope(f"'priority' must be an integer or null, not {priority!r}")
+    exception_executions = _require(document, "exception_executions", dict)
+    for key, count in exception_executions.items():
+        if type(count) is not int or count < 0:
+            raise InvalidEnvelope(f"'exception_executions'[{key!r}] must be a count, not {count!r}")
+    executions = _require(document, "executions", int)
+    if executions < 0:
+        raise InvalidEnvelope(f"'executions' must not be negative, not {executions}")
+    scheduled_at = document["scheduled_at"]
+    return Envelope(
+        job_class=_require_text(document, "job_class"),
+        job_id=_require_text(document, "job_id"),
+        queue_name=_require_text(document, "queue_name"),
+        priority=priority,
+        arguments=_require(document, "arguments", list),
+        keyword_arguments=_require(document, "keyword_arguments", dict),
+        executions=executions,
+        exception_executions=exception_executions,
+        enqueued_at=_parse_timestamp(document, "enqueued_at"),
+        scheduled_at=None if scheduled_at is None else _parse_timestamp(document, "scheduled_at"),
+    )
+
+
+def _require(document: dict[str, Any], name: str, kind: type[Any]) -> Any:
+    value = document[name]
+    if type(value) is not kind:
+        raise InvalidEnvelope(f"{name!r} must be a JSON {kind.__name__}, not {value!r:.80}")
+    return value
+
+
+def _require_text(document: dict[str, Any], name: str) -> str:
+    value: str = _require(document, name, str)
+    if not value:
+        raise InvalidEnvelope(f"{name!r} must not be empty")
+    return value
+
+
+def _parse_timestamp(document: dict[str, Any], name: str) -> datetime:
+    text = _require(document, name, str)
+    try:
+        return datetime.strptime(text, _TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError as exc:
+        raise InvalidEnvelope(
+            f"{name!r} must look like 2026-11-28T20:00:00.000000Z, not {text!r:.80}"
+        ) from exc

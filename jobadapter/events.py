@@ -1,0 +1,84 @@
+"""Instrumentation: named events that anyone can subscribe to.
+
+The log lines of ``jobadapter.logging`` are one subscriber among others (metrics,
+error reporters, tests); nothing in the core writes a log line directly.
+
+Events: ``enqueue``, ``enqueue_at``, ``enqueue_all``, ``enqueue_retry``,
+``perform_start``, ``perform``, ``retry_stopped``, ``discard``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobadapter.adapters.base import Adapter
+    from jobadapter.job import Job
+
+NAMES = frozenset(
+    {
+        "enqueue",
+        "enqueue_at",
+        "enqueue_all",
+        "enqueue_retry",
+        "perform_start",
+        "perform",
+        "retry_stopped",
+        "discard",
+    }
+)
+_logger = logging.getLogger("jobadapter")
+
+
+@dataclass(frozen=True)
+class Event:
+    """What happened, to which job, through which adapter.
+
+    ``job`` is None only for ``enqueue_all``, which carries ``jobs`` instead.
+    ``duration`` (seconds) is set on ``perform``; ``error`` on ``perform`` when
+    the job raised, and on ``enqueue_retry``, ``retry_stopped`` and ``discard``;
+    ``wait`` (seconds) on ``enqueue_retry``.
+    """
+
+    name: str
+    job: Job | None
+    adapter: Adapter | None
+    error: BaseException | None = None
+    duration: float | None = None
+    wait: float | None = None
+    jobs: Sequence[Job] = field(default_factory=tuple)
+    aborted: bool = False
+
+
+Subscriber = Callable[[Event], Any]
+_subscribers: dict[str, list[Subscriber]] = {name: [] for name in NAMES}
+
+
+def subscribe(name: str, subscriber: Subscriber) -> Callable[[], None]:
+    """Call ``subscriber(event)`` on every ``name`` event; returns a function that unsubscribes."""
+    if name not in NAMES:
+        raise ValueError(f"unknown event {name!r}; events are {', '.join(sorted(NAMES))}")
+    _subscribers[name].append(subscriber)
+
+    def unsubscribe() -> None:
+        if subscriber in _subscribers[name]:
+            _subscribers[name].remove(subscriber)
+
+    return unsubscribe
+
+
+def has_subscribers(name: str) -> bool:
+    """Whether publishing ``name`` would reach anyone (lets hot paths skip building events)."""
+    return bool(_subscribers[name])
+
+
+def publish(event: Event) -> None:
+    """Deliver ``event``; a subscriber that raises is logged and never breaks the job."""
+    for subscriber in tuple(_subscribers[event.name]):
+        try:
+            subscriber(event)
+        except Exception:
+            _logger.exception("event subscriber %r failed on %s", subscriber, event.name)

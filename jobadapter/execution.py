@@ -1,0 +1,231 @@
+"""Running one job: load, hooks, perform, rescue, and the retry decision.
+
+`execute` is what every worker calls with the payload it received; it raises
+when the job failed for good, so the backend records the failure its own way
+(RQ's failed registry, Celery's FAILURE state, Dramatiq's dead letters). A
+payload that is not a valid envelope, or names a class that is not registered,
+raises before any user code runs.
+
+`perform` is the shared core of ``Job.perform_now`` and of workers: it counts
+the execution, loads the arguments, runs the perform hooks and ``perform``,
+and applies the job's rescue rules to what it raised (ActiveJob semantics,
+DESIGN §1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import logging
+import threading
+from collections.abc import Coroutine
+from datetime import datetime, timedelta, timezone
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from jobadapter import config, events, hooks, registry
+from jobadapter.envelope import Envelope, decode
+from jobadapter.rescue import DiscardRule, HandlerRule, RetryRule, find_rule
+
+if TYPE_CHECKING:
+    from jobadapter.adapters.base import Adapter
+    from jobadapter.job import Job
+
+_logger = logging.getLogger("jobadapter")
+
+# What became of one execution, kept on the job as ``job.outcome``.
+PERFORMED = "performed"
+ABORTED = "aborted"
+RETRIED = "retried"
+DISCARDED = "discarded"
+RESCUED = "rescued"
+EXHAUSTED = "exhausted"
+FAILED = "failed"
+
+
+def execute(payload: str | bytes | Envelope, adapter: Adapter) -> Job:
+    """Run the job a payload describes, as ``adapter``'s worker; returns the job.
+
+    Raises `InvalidEnvelope` or `UnknownJobError` for a payload that cannot be
+    run, and the job's own error when it failed unhandled or exhausted its
+    retries without ``on_exhausted``.
+    """
+    envelope = payload if isinstance(payload, Envelope) else decode(payload)
+    job = registry.lookup(envelope.job_class).from_envelope(envelope)
+    perform(job, adapter)
+    return job
+
+
+def perform(job: Job, adapter: Adapter | None) -> Any:
+    """Perform ``job`` once; ``adapter`` is where a retry goes (None: the job's own adapter)."""
+    job.executions += 1
+    job.outcome = None
+    discard_hooks = _DiscardHooks(job)
+    started = perf_counter()
+    try:
+        job.load_arguments()
+        if events.has_subscribers("perform_start"):
+            events.publish(events.Event("perform_start", job, adapter))
+        result = hooks.run_chain(job, "perform", lambda: _call_perform(job))
+    except hooks.Halted:
+        job.outcome = ABORTED
+        _publish_perform(job, adapter, started, aborted=True)
+        return None
+    except Exception as error:
+        _publish_perform(job, adapter, started, error=error)
+        try:
+            handled = _rescue(job, error, adapter, discard_hooks)
+        except BaseException as raised:
+            job.outcome = job.outcome or FAILED
+            discard_hooks.run(raised)
+            raise
+        if not handled:
+            job.outcome = FAILED
+            discard_hooks.run(error)
+            raise
+        return None
+    job.outcome = PERFORMED
+    _publish_perform(job, adapter, started)
+    return result
+
+
+def _call_perform(job: Job) -> Any:
+    result = job.perform(*job.arguments, **job.keyword_arguments)
+    if type(job)._is_async and inspect.iscoroutine(result):
+        return run_coroutine(result)
+    return result
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run an ``async def perform`` to completion from synchronous code.
+
+    Worker threads have no event loop, so ``asyncio.run`` serves; when the
+    caller is itself inside a running loop (``perform_now`` from async code),
+    the coroutine runs on a loop of its own in a helper thread instead.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = asyncio.run(coroutine)
+        except BaseException as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="jobadapter-async-perform")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+def _rescue(job: Job, error: Exception, adapter: Adapter | None, discard_hooks: _DiscardHooks) -> bool:
+    """Apply the first matching rule; True when the error counts as handled."""
+    found = find_rule(type(job), error)
+    if found is None:
+        return False
+    rule, matched = found
+    if isinstance(rule, RetryRule):
+        return _retry_or_stop(job, rule, matched, adapter, discard_hooks)
+    if isinstance(rule, DiscardRule):
+        job.outcome = DISCARDED
+        if events.has_subscribers("discard"):
+            events.publish(events.Event("discard", job, adapter, error=matched))
+        if rule.on_discard is not None:
+            rule.on_discard(job, matched)
+        discard_hooks.run(matched)
+        return True
+    assert isinstance(rule, HandlerRule)
+    job.outcome = RESCUED
+    getattr(job, rule.method_name)(matched)
+    return True
+
+
+def _retry_or_stop(
+    job: Job, rule: RetryRule, error: BaseException, adapter: Adapter | None, discard_hooks: _DiscardHooks
+) -> bool:
+    key = rule.counter_key
+    count = job.exception_executions.get(key, 0) + 1
+    job.exception_executions[key] = count
+    if rule.should_retry(count):
+        retry(job, rule.delay(count), rule.queue, rule.priority, error, adapter)
+        job.outcome = RETRIED
+        return True
+    job.outcome = EXHAUSTED
+    if events.has_subscribers("retry_stopped"):
+        events.publish(events.Event("retry_stopped", job, adapter, error=error))
+    if rule.on_exhausted is None:
+        discard_hooks.run(error)
+        raise error
+    rule.on_exhausted(job, error)
+    discard_hooks.run(error)
+    return True
+
+
+def retry(
+    job: Job,
+    wait: float,
+    queue: str | None,
+    priority: int | None,
+    error: BaseException,
+    adapter: Adapter | None,
+) -> Job:
+    """Re-enqueue ``job`` (same ``job_id``) after ``wait`` seconds, through its enqueue hooks.
+
+    The next attempt is a copy, so ``job`` keeps describing the execution that
+    just ran (its queue, priority and schedule); the copy is returned.
+    """
+    attempt = copy.copy(job)
+    attempt.exception_executions = dict(job.exception_executions)
+    attempt.scheduled_at = datetime.now(timezone.utc) + timedelta(seconds=wait) if wait > 0 else None
+    if queue is not None:
+        attempt.queue_name = queue
+    if priority is not None:
+        attempt.priority = priority
+    attempt._enqueue(adapter or config.adapter_for(type(job)), retrying=True)
+    if attempt.successfully_enqueued and events.has_subscribers("enqueue_retry"):
+        events.publish(events.Event("enqueue_retry", attempt, adapter, error=error, wait=wait))
+    return attempt
+
+
+class _DiscardHooks:
+    """The ``after_discard`` hooks of one execution: run at most once, each one isolated."""
+
+    def __init__(self, job: Job) -> None:
+        self._job = job
+        self._ran = False
+
+    def run(self, error: BaseException) -> None:
+        if self._ran:
+            return
+        self._ran = True
+        failures: list[Exception] = []
+        for name in type(self._job)._hook_names["after_discard"]:
+            try:
+                getattr(self._job, name)(error)
+            except Exception as failure:
+                _logger.exception("after_discard hook %s of %s raised", name, self._job.job_name)
+                failures.append(failure)
+        if failures:
+            raise failures[-1]
+
+
+def _publish_perform(
+    job: Job,
+    adapter: Adapter | None,
+    started: float,
+    *,
+    error: BaseException | None = None,
+    aborted: bool = False,
+) -> None:
+    if events.has_subscribers("perform"):
+        events.publish(
+            events.Event(
+                "perform", job, adapter, error=error, duration=perf_counter() - started, aborted=aborted
+            )
+        )

@@ -1,0 +1,401 @@
+"""`Job`: the class users subclass, with ``set()``, ``perform_later`` and ``perform_now``.
+
+A job is a plain object holding its arguments and bookkeeping (ids, queue,
+priority, timestamps, execution counts). Enqueueing turns it into an
+`Envelope` and hands that to an adapter; performing is `execution.perform`.
+``perform_later`` and ``set(...).perform_later`` take the parameters of the
+subclass's ``perform`` (ParamSpec), so a type checker catches a wrong argument
+at the call site.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from uuid import uuid4
+
+from typing_extensions import ParamSpec, Self
+
+from jobadapter import config, events, execution, hooks, registry
+from jobadapter.arguments import deserialize_arguments, serialize_arguments
+from jobadapter.envelope import Envelope
+from jobadapter.errors import AdapterClosedError, ConfigurationError, EnqueueError
+from jobadapter.rescue import Rule, handler_rules
+
+if TYPE_CHECKING:
+    from jobadapter.adapters.base import Adapter
+
+P = ParamSpec("P")
+J = TypeVar("J", bound="Job")
+J_co = TypeVar("J_co", covariant=True)
+_UNSET: Any = object()
+
+
+class _Performs(Protocol[P, J_co]):
+    """A job class seen by a type checker: its ``perform`` parameters and its own type."""
+
+    def perform(self, *args: P.args, **kwargs: P.kwargs) -> object: ...
+
+    def _self_for_typing(self) -> J_co: ...
+
+
+@dataclass(frozen=True)
+class EnqueueOptions:
+    """What ``set()`` was given, checked once, applied to each job it enqueues."""
+
+    wait: float | None = None
+    wait_until: datetime | None = None
+    queue: str | None = None
+    priority: Any = _UNSET
+    adapter_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        wait: float | timedelta | None,
+        wait_until: datetime | None,
+        queue: str | None,
+        priority: Any,
+        adapter_options: Mapping[str, Any] | None,
+    ) -> EnqueueOptions:
+        if wait is not None and wait_until is not None:
+            raise ConfigurationError("give wait or wait_until, not both")
+        seconds = None if wait is None else _seconds(wait)
+        if wait_until is not None:
+            if not isinstance(wait_until, datetime):
+                raise ConfigurationError(f"wait_until must be a datetime, not {wait_until!r}")
+            if wait_until.tzinfo is None or wait_until.utcoffset() is None:
+                raise ConfigurationError(
+                    "wait_until must be timezone-aware (a naive datetime is ambiguous): "
+                    "use e.g. datetime.now(timezone.utc) + timedelta(hours=1)"
+                )
+        if queue is not None:
+            _check_queue_name(queue, "set(queue=...)")
+        if priority is not _UNSET:
+            _check_priority(priority, "set(priority=...)")
+        if adapter_options is not None and not isinstance(adapter_options, Mapping):
+            raise ConfigurationError(f"adapter_options must be a mapping, not {adapter_options!r}")
+        return cls(seconds, wait_until, queue, priority, dict(adapter_options or {}))
+
+
+class ConfiguredJob(Generic[P, J]):
+    """What ``Job.set(...)`` returns: the job class with enqueue options attached."""
+
+    def __init__(self, job_class: type[J], options: EnqueueOptions) -> None:
+        self._job_class = job_class
+        self._options = options
+
+    def perform_later(self, *args: P.args, **kwargs: P.kwargs) -> J:
+        """Enqueue with these options; returns the job (see `Job.perform_later`)."""
+        job = self._job_class(*args, **kwargs)
+        job._apply(self._options)
+        job._enqueue(config.adapter_for(self._job_class))
+        return job
+
+    def perform_now(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run here and now with these options' queue and priority (waits are ignored)."""
+        job = self._job_class(*args, **kwargs)
+        job._apply(self._options)
+        return execution.perform(job, None)
+
+
+class Job:
+    """Subclass this and define ``perform``. See DESIGN §1 for the full semantics.
+
+    Class attributes: ``queue_as`` (a queue name, or a callable ``(job) -> str``),
+    ``priority`` (int or None; a lower number is more urgent), ``log_arguments``,
+    ``queue_adapter`` (an adapter URL or configured name; None for the default)
+    and ``job_name`` (the registry key; ``module.QualName`` unless set, so set
+    it to keep jobs in flight runnable across a rename). Do not override
+    ``__init__``: a job's constructor arguments are its ``perform`` arguments.
+    """
+
+    queue_as: ClassVar[str | Callable[..., str]] = "default"
+    priority: int | None = None
+    log_arguments: ClassVar[bool] = True
+    queue_adapter: ClassVar[str | None] = None
+    job_name: ClassVar[str] = "jobadapter.job.Job"
+
+    _own_rules: ClassVar[tuple[Rule, ...]] = ()
+    _hook_names: ClassVar[dict[str, tuple[str, ...]]] = {kind: () for kind in hooks.KINDS}
+    _is_async: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "job_name" not in vars(cls):
+            cls.job_name = f"{cls.__module__}.{cls.__qualname__}"
+        if isinstance(inspect.getattr_static(cls, "queue_as"), str):
+            _check_queue_name(cls.queue_as, f"{cls.__qualname__}.queue_as")
+        _check_priority(cls.priority, f"{cls.__qualname__}.priority")
+        cls._own_rules = tuple(handler_rules(dict(vars(cls))))
+        cls._hook_names = hooks.collect(cls)
+        cls._is_async = inspect.iscoroutinefunction(cls.perform)
+        registry.register(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.arguments: list[Any] = list(args)
+        self.keyword_arguments: dict[str, Any] = kwargs
+        self.job_id: str = str(uuid4())
+        self.provider_job_id: str | None = None
+        self.priority = type(self).priority
+        self.enqueued_at: datetime | None = None
+        self.scheduled_at: datetime | None = None
+        self.executions: int = 0
+        self.exception_executions: dict[str, int] = {}
+        self.successfully_enqueued: bool = False
+        self.enqueue_error: EnqueueError | None = None
+        self.outcome: str | None = None
+        self._serialized_arguments: tuple[list[Any], dict[str, Any]] | None = None
+        self._adapter_options: Mapping[str, Any] = {}
+        self.queue_name: str = self._resolve_queue_name()
+
+    def perform(self, *args: Any, **kwargs: Any) -> Any:
+        """The work. Override it (``def`` or ``async def``)."""
+        raise NotImplementedError(f"{type(self).__qualname__} does not define perform()")
+
+    def _self_for_typing(self) -> Self:
+        """Lets a type checker infer the concrete job class in ``perform_later``'s return type."""
+        return self
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} job_id={self.job_id} queue={self.queue_name}>"
+
+    # -- class-level API ---------------------------------------------------------------
+
+    @classmethod
+    def perform_later(cls: type[_Performs[P, J]], *args: P.args, **kwargs: P.kwargs) -> J:
+        """Enqueue the job on its adapter; returns the job (``job_id``, ``provider_job_id``…).
+
+        Raises `SerializationError` for an argument that cannot be stored and
+        `EnqueueError` when the backend cannot be reached. A ``before_enqueue``
+        hook that raises `Abort` leaves ``successfully_enqueued`` False.
+        """
+        job_class: type[Job] = cls  # type: ignore[assignment]
+        job = job_class(*args, **kwargs)
+        job._enqueue(config.adapter_for(job_class))
+        return job  # type: ignore[return-value]
+
+    @classmethod
+    def perform_now(cls: type[_Performs[P, J]], *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the job in this process now, with its hooks and rescue rules.
+
+        Returns what ``perform`` returned (None when rescued). A retry it
+        decides on is enqueued on the job's adapter, as ActiveJob does.
+        """
+        job_class: type[Job] = cls  # type: ignore[assignment]
+        return execution.perform(job_class(*args, **kwargs), None)
+
+    @classmethod
+    def set(
+        cls: type[_Performs[P, J]],
+        *,
+        wait: float | timedelta | None = None,
+        wait_until: datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = _UNSET,
+        adapter_options: Mapping[str, Any] | None = None,
+    ) -> ConfiguredJob[P, J]:
+        """Options for the next enqueue: a delay (``wait`` seconds or timedelta, or an aware
+        ``wait_until``), another queue or priority, and backend-specific ``adapter_options``."""
+        options = EnqueueOptions.build(wait, wait_until, queue, priority, adapter_options)
+        return ConfiguredJob(cls, options)  # type: ignore[arg-type]
+
+    # -- internals shared with execution.py and the adapters ---------------------------
+
+    @classmethod
+    def from_envelope(cls, envelope: Envelope) -> Self:
+        """The job an envelope describes; its arguments load when it performs."""
+        job = cls.__new__(cls)
+        job.arguments = []
+        job.keyword_arguments = {}
+        job.job_id = envelope.job_id
+        job.provider_job_id = None
+        job.queue_name = envelope.queue_name
+        job.priority = envelope.priority
+        job.enqueued_at = envelope.enqueued_at
+        job.scheduled_at = envelope.scheduled_at
+        job.executions = envelope.executions
+        job.exception_executions = dict(envelope.exception_executions)
+        job.successfully_enqueued = True
+        job.enqueue_error = None
+        job.outcome = None
+        job._serialized_arguments = (envelope.arguments, envelope.keyword_arguments)
+        job._adapter_options = {}
+        return job
+
+    def load_arguments(self) -> None:
+        """Turn the envelope's stored arguments back into objects (`DeserializationError`)."""
+        if self._serialized_arguments is not None:
+            arguments, keyword_arguments = deserialize_arguments(*self._serialized_arguments)
+            self.arguments = arguments
+            self.keyword_arguments = keyword_arguments
+            self._serialized_arguments = None
+
+    def to_envelope(self) -> Envelope:
+        """The envelope for the next enqueue of this job, stamped now."""
+        if self._serialized_arguments is not None:
+            arguments, keyword_arguments = self._serialized_arguments
+        else:
+            arguments, keyword_arguments = serialize_arguments(self.arguments, self.keyword_arguments)
+        self.enqueued_at = datetime.now(timezone.utc)
+        return Envelope(
+            job_class=type(self).job_name,
+            job_id=self.job_id,
+            queue_name=self.queue_name,
+            priority=self.priority,
+            arguments=arguments,
+            keyword_arguments=keyword_arguments,
+            executions=self.executions,
+            exception_executions=self.exception_executions,
+            enqueued_at=self.enqueued_at,
+            scheduled_at=self.scheduled_at,
+        )
+
+    def _resolve_queue_name(self) -> str:
+        declared = inspect.getattr_static(type(self), "queue_as")
+        if isinstance(declared, str):
+            return declared
+        if isinstance(declared, (staticmethod, classmethod)):
+            declared = declared.__func__
+        if not callable(declared):
+            raise ConfigurationError(
+                f"{type(self).__qualname__}.queue_as must be a queue name or a callable, not {declared!r}"
+            )
+        name = declared(self)
+        _check_queue_name(name, f"{type(self).__qualname__}.queue_as(job)")
+        return str(name)
+
+    def _apply(self, options: EnqueueOptions) -> None:
+        if options.queue is not None:
+            self.queue_name = options.queue
+        if options.priority is not _UNSET:
+            self.priority = options.priority
+        if options.wait is not None:
+            self.scheduled_at = (
+                datetime.now(timezone.utc) + timedelta(seconds=options.wait) if options.wait > 0 else None
+            )
+        elif options.wait_until is not None:
+            self.scheduled_at = options.wait_until.astimezone(timezone.utc)
+        self._adapter_options = options.adapter_options
+
+    def _enqueue(self, adapter: Adapter, *, retrying: bool = False) -> None:
+        """Run the enqueue hooks around handing the envelope to ``adapter``."""
+        self.successfully_enqueued = False
+        self.enqueue_error = None
+        try:
+            hooks.run_chain(self, "enqueue", lambda: self._deliver(adapter, retrying))
+        except hooks.Halted:
+            _publish_enqueue(self, adapter, aborted=True)
+            return
+        except EnqueueError as error:
+            self.enqueue_error = error
+            _publish_enqueue(self, adapter, error=error)
+            raise
+        _publish_enqueue(self, adapter)
+
+    def _deliver(self, adapter: Adapter, retrying: bool) -> None:
+        if adapter.closed:
+            raise AdapterClosedError(f"cannot enqueue {self.job_name}: the {adapter.name} adapter is closed")
+        adapter.check_options(self._adapter_options)
+        envelope = self.to_envelope()
+        if retrying:
+            provider_id = adapter.schedule_retry(envelope, self.scheduled_at, self._adapter_options)
+        elif self.scheduled_at is None:
+            provider_id = adapter.enqueue(envelope, self._adapter_options)
+        else:
+            provider_id = adapter.enqueue_at(envelope, self.scheduled_at, self._adapter_options)
+        self.provider_job_id = provider_id
+        self.successfully_enqueued = True
+
+
+def perform_all_later(jobs: Iterable[Job]) -> int:
+    """Enqueue many jobs, in one round trip per adapter where the backend allows.
+
+    Unlike Rails' bulk path, each job's enqueue hooks run: ``before_enqueue``
+    and ``around_enqueue`` run as the job joins the batch, ``after_enqueue``
+    once the batch is accepted. Returns how many jobs were enqueued; raises
+    `EnqueueError` (after setting ``enqueue_error`` on the jobs concerned) when
+    an adapter rejects its batch.
+    """
+    from jobadapter.adapters.base import EnqueueRequest
+
+    batches: dict[int, tuple[Adapter, list[Job], list[EnqueueRequest]]] = {}
+    for job in jobs:
+        if not isinstance(job, Job):
+            raise TypeError(f"perform_all_later takes Job instances, not {job!r}")
+        adapter = config.adapter_for(type(job))
+        _, batch_jobs, requests = batches.setdefault(id(adapter), (adapter, [], []))
+        job.successfully_enqueued = False
+        job.enqueue_error = None
+
+        def join(
+            job: Job = job, adapter: Adapter = adapter, requests: list[EnqueueRequest] = requests
+        ) -> None:
+            if adapter.closed:
+                raise AdapterClosedError(
+                    f"cannot enqueue {job.job_name}: the {adapter.name} adapter is closed"
+                )
+            adapter.check_options(job._adapter_options)
+            requests.append(EnqueueRequest(job.to_envelope(), job._adapter_options))
+
+        try:
+            hooks.run_chain(job, "enqueue", join, run_after=False)
+        except hooks.Halted:
+            _publish_enqueue(job, adapter, aborted=True)
+            continue
+        batch_jobs.append(job)
+    enqueued = 0
+    failure: EnqueueError | None = None
+    for adapter, batch_jobs, requests in batches.values():
+        if not requests:
+            continue
+        try:
+            provider_ids = adapter.enqueue_all(requests)
+        except EnqueueError as error:
+            for job in batch_jobs:
+                job.enqueue_error = error
+            failure = failure or error
+            continue
+        for job, provider_id in zip(batch_jobs, provider_ids, strict=True):
+            job.provider_job_id = provider_id
+            job.successfully_enqueued = True
+            hooks.run_after(job, "enqueue")
+        enqueued += len(batch_jobs)
+        if events.has_subscribers("enqueue_all"):
+            events.publish(events.Event("enqueue_all", None, adapter, jobs=tuple(batch_jobs)))
+    if failure is not None:
+        raise failure
+    return enqueued
+
+
+def _publish_enqueue(
+    job: Job, adapter: Adapter, *, aborted: bool = False, error: BaseException | None = None
+) -> None:
+    name = "enqueue" if job.scheduled_at is None else "enqueue_at"
+    if events.has_subscribers(name):
+        events.publish(events.Event(name, job, adapter, error=error, aborted=aborted))
+
+
+def _seconds(wait: object) -> float:
+    if isinstance(wait, timedelta):
+        seconds = wait.total_seconds()
+    elif isinstance(wait, (int, float)) and not isinstance(wait, bool):
+        seconds = float(wait)
+    else:
+        raise ConfigurationError(f"wait must be seconds (int or float) or a timedelta, not {wait!r}")
+    if seconds < 0 or seconds != seconds:
+        raise ConfigurationError(f"wait must not be negative, not {wait!r}")
+    return seconds
+
+
+def _check_queue_name(name: object, where: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"{where} must be a non-empty queue name, not {name!r}")
+
+
+def _check_priority(priority: object, where: str) -> None:
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise ConfigurationError(f"{where} must be an int or None, not {priority!r}")

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+
+from jobadapter import ConfigurationError, Job, config
+from jobadapter.adapters.async_ import AsyncAdapter
+from jobadapter.adapters.base import AdapterURL, redact
+from jobadapter.adapters.inline import InlineAdapter
+
+
+def test_url_parsing_splits_adapter_transport_and_query() -> None:
+    url = AdapterURL.parse("rq+redis://:secret@127.0.0.1:6379/3?abandoned_retries=2")
+    assert url.adapter == "rq"
+    assert url.transport == "redis"
+    assert url.target == "redis://:secret@127.0.0.1:6379/3?abandoned_retries=2"
+    assert url.query == {"abandoned_retries": "2"}
+    assert "secret" not in url.redacted and ":***@127.0.0.1" in url.redacted
+    plain = AdapterURL.parse("async://?workers=3")
+    assert (plain.adapter, plain.transport, plain.query) == ("async", None, {"workers": "3"})
+
+
+def test_redact_hides_passwords_only() -> None:
+    assert redact("amqp://guest:guest@127.0.0.1:5672//") == "amqp://guest:***@127.0.0.1:5672//"
+    assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_default_adapter_is_async_and_env_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOBADAPTER_URL", raising=False)
+    assert isinstance(config.adapter(), AsyncAdapter)
+    config.reset()
+    monkeypatch.setenv("JOBADAPTER_URL", "inline://")
+    assert isinstance(config.adapter(), InlineAdapter)
+
+
+def test_configure_builds_named_adapters_and_jobs_pick_them() -> None:
+    config.configure(url="async://?workers=2")
+    config.configure(url="inline://", name="immediate")
+
+    class Immediate(Job):
+        queue_adapter = "immediate"
+
+    class ByUrl(Job):
+        queue_adapter = "inline://"
+
+    assert isinstance(config.adapter_for(Immediate), InlineAdapter)
+    assert isinstance(config.adapter_for(ByUrl), InlineAdapter)
+    default = config.adapter()
+    assert isinstance(default, AsyncAdapter) and default.workers == 2
+
+
+def test_unknown_scheme_lists_installed_adapters() -> None:
+    with pytest.raises(ConfigurationError, match=r"no adapter for URL scheme 'sidekiq'.*async.*inline.*test"):
+        config.configure(url="sidekiq://localhost")
+
+
+def test_known_but_missing_adapter_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "entry_points", lambda group: [])
+    with pytest.raises(ConfigurationError, match=r"pip install 'jobadapter\[celery\]'"):
+        config.configure(url="celery+redis://127.0.0.1:6379/1")
+
+
+def test_bad_urls_and_options_are_named() -> None:
+    with pytest.raises(ConfigurationError, match="is not an adapter URL"):
+        config.configure(url="redis-localhost")
+    with pytest.raises(ConfigurationError, match="workers must be a whole number"):
+        config.configure(url="async://?workers=zero")
+    with pytest.raises(ConfigurationError, match="takes no option"):
+        config.configure(url="inline://", colour="blue")
+    with pytest.raises(ConfigurationError, match="no adapter is configured as 'reports'"):
+        config.adapter("reports")
+
+
+def test_configure_app_sets_the_global_id_app_name() -> None:
+    from jobadapter import locators
+
+    try:
+        config.configure(url="inline://", app="shop")
+        assert locators.app_name() == "shop"
+    finally:
+        locators.set_app_name("jobadapter")

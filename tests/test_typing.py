@@ -1,0 +1,57 @@
+"""``perform_later`` is typed from ``perform``: mypy reports a wrong argument at the call site."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SNIPPET = textwrap.dedent(
+    """
+    from datetime import timedelta
+    from jobadapter import Job
+
+    class RemoteServiceJob(Job):
+        def perform(self, record_id: int, *, lang: str = "en") -> None: ...
+
+    class AsyncJob(Job):
+        async def perform(self, name: str) -> None: ...
+
+    job: RemoteServiceJob = RemoteServiceJob.perform_later(42, lang="fr")
+    RemoteServiceJob.set(wait=timedelta(seconds=3)).perform_later(1)
+    AsyncJob.perform_later("ok")
+
+    RemoteServiceJob.perform_later("42")
+    RemoteServiceJob.set(queue="low").perform_later(1, lang=2)
+    AsyncJob.perform_later(3)
+    RemoteServiceJob.perform_later()
+    """
+)
+
+
+def test_mypy_reports_wrong_arguments_and_accepts_right_ones(tmp_path: Path) -> None:
+    source = tmp_path / "snippet.py"
+    source.write_text(SNIPPET)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    lines = sorted(int(line.split(":")[1]) for line in errors)
+    assert lines == [15, 16, 17, 18], result.stdout
+    assert 'incompatible type "str"; expected "int"' in result.stdout
+    assert (
+        'Argument "lang" to "perform_later" of "ConfiguredJob" has incompatible type "int"' in result.stdout
+    )
