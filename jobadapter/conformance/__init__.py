@@ -40,6 +40,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="adapter URL to certify (repeat for several)",
     )
     group.addoption(
+        "--jobadapter-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="how long a scenario waits for a job before failing (default 20)",
+    )
+    group.addoption(
         "--jobadapter-results",
         metavar="PATH",
         help="results file (JSON) to write; default conformance-results/<adapter>-<transport>.json",
@@ -97,7 +104,8 @@ def backend(request: pytest.FixtureRequest, probe_path: Path, _backends: dict[st
 
     url: str = request.param
     if url not in _backends:
-        _backends[url] = Backend(url, Probe(probe_path), probe_path.parent)
+        timeout = float(request.config.getoption("jobadapter_timeout"))
+        _backends[url] = Backend(url, Probe(probe_path), probe_path.parent, timeout)
         _register_run(request.config, _backends[url])
     return _backends[url]
 

@@ -69,8 +69,10 @@ class WorkerProcess:
 class Backend:
     """One adapter URL under test."""
 
-    def __init__(self, url: str, probe: Probe, workdir: Path) -> None:
+    def __init__(self, url: str, probe: Probe, workdir: Path, timeout: float = 20.0) -> None:
         self.url = url
+        self.timeout = timeout
+        """How long a scenario waits for a job to report before failing."""
         self.adapter: Adapter = config.build_adapter(url)
         self.probe = probe
         self.workdir = workdir

@@ -41,7 +41,6 @@ from jobadapter.conformance.jobs import (
 if TYPE_CHECKING:
     from jobadapter.conformance.harness import Backend
 
-TIMEOUT = 20.0
 EARLY = 0.05
 """How much sooner than asked a delayed job may run (clock granularity)."""
 LATE = 2.0
@@ -63,7 +62,7 @@ def test_perform_later_with_arguments(backend: Backend) -> None:
     label = backend.label_for("arguments")
     job = RecordJob.set(queue=backend.main_queue).perform_later(label, 1, "two", flag=True)
     assert job.successfully_enqueued and job.provider_job_id
-    (row,) = backend.probe.wait_for_count(label, 1, TIMEOUT)
+    (row,) = backend.probe.wait_for_count(label, 1, backend.timeout)
     assert row.detail == {"args": [1, "two"], "kwargs": {"flag": True}}
     assert row.job_id == job.job_id and row.executions == 1
 
@@ -75,7 +74,7 @@ def test_every_argument_type_round_trips(backend: Backend) -> None:
     label = backend.label_for("types")
     samples = argument_samples()
     ArgumentsJob.set(queue=backend.main_queue).perform_later(label, *samples, sample=samples[-3])
-    (row,) = backend.probe.wait_for_count(label, 1, TIMEOUT)
+    (row,) = backend.probe.wait_for_count(label, 1, backend.timeout)
     assert row.detail == {"differences": []}
 
 
@@ -85,7 +84,7 @@ def test_async_perform(backend: Backend) -> None:
     _started(backend)
     label = backend.label_for("async")
     AsyncJob.set(queue=backend.main_queue).perform_later(label, 21)
-    (row,) = backend.probe.wait_for_count(label, 1, TIMEOUT)
+    (row,) = backend.probe.wait_for_count(label, 1, backend.timeout)
     assert row.detail == {"value": 21}
 
 
@@ -112,10 +111,10 @@ def test_hooks_run_in_order(backend: Backend) -> None:
     _started(backend)
     label = backend.label_for("hooks")
     HooksJob.set(queue=backend.main_queue).perform_later(label)
-    backend.probe.wait_for_count(label, 1, TIMEOUT, kind="hook")
+    backend.probe.wait_for_count(label, 1, backend.timeout, kind="hook")
     backend.probe.wait_for(
         lambda: any(r.detail["hook"] == "after_perform" for r in backend.probe.rows(label, "hook")),
-        TIMEOUT,
+        backend.timeout,
         "the after_perform hook",
     )
     order = [row.detail["hook"] for row in backend.probe.rows(label, "hook")]
@@ -135,7 +134,7 @@ def test_hooks_run_in_order(backend: Backend) -> None:
 
 
 def _assert_ran_on_time(backend: Backend, label: str, due: float) -> None:
-    (row,) = backend.probe.wait_for_count(label, 1, TIMEOUT + 5)
+    (row,) = backend.probe.wait_for_count(label, 1, backend.timeout + 5)
     assert row.at >= due - EARLY, f"ran {due - row.at:.3f} s before its time"
     assert row.at <= due + LATE, f"ran {row.at - due:.3f} s after its time"
 
@@ -171,11 +170,11 @@ def test_queue_routing(backend: Backend) -> None:
     with backend.worker([served]):
         RecordJob.set(queue=ignored).perform_later(label, "ignored")
         RecordJob.set(queue=served).perform_later(label, "served")
-        backend.probe.wait_for_count(label, 1, TIMEOUT)
+        backend.probe.wait_for_count(label, 1, backend.timeout)
         time.sleep(1.0)
         assert [row.detail["args"] for row in backend.probe.rows(label)] == [["served"]]
     with backend.worker([ignored]):
-        backend.probe.wait_for_count(label, 2, TIMEOUT)
+        backend.probe.wait_for_count(label, 2, backend.timeout)
 
 
 @scenario("Routing", Capability.PRIORITY, Capability.EXTERNAL_WORKER)
@@ -190,7 +189,7 @@ def test_priority_order(backend: Backend) -> None:
     time.sleep(0.5)
     worker = backend.start_worker([queue], concurrency=1, wait=False)
     try:
-        backend.probe.wait_for_count(label, 4, TIMEOUT + 30)
+        backend.probe.wait_for_count(label, 4, backend.timeout + 30)
     finally:
         worker.terminate()
     assert [row.detail["args"][0] for row in backend.probe.rows(label)] == ["high", "high", "low", "low"]
@@ -200,7 +199,7 @@ def test_priority_order(backend: Backend) -> None:
 
 
 def _gaps(backend: Backend, label: str, count: int) -> list[float]:
-    rows = backend.probe.wait_for_count(label, count, TIMEOUT)
+    rows = backend.probe.wait_for_count(label, count, backend.timeout)
     return [later.at - earlier.at for earlier, later in itertools.pairwise(rows)]
 
 
@@ -210,7 +209,7 @@ def test_retry_on_attempt_counts_and_stable_job_id(backend: Backend) -> None:
     _started(backend)
     label = backend.label_for("retry-count")
     job = FixedRetryJob.set(queue=backend.main_queue).perform_later(label, 2)
-    rows = backend.probe.wait_for_count(label, 3, TIMEOUT)
+    rows = backend.probe.wait_for_count(label, 3, backend.timeout)
     time.sleep(0.7)
     rows = backend.probe.rows(label)
     assert [row.executions for row in rows] == [1, 2, 3]
@@ -254,7 +253,7 @@ def test_retry_onto_another_queue(backend: Backend) -> None:
     _started(backend)
     label = backend.label_for("retry-queue")
     RetryElsewhereJob.set(queue=backend.main_queue).perform_later(label, 1)
-    first, second = backend.probe.wait_for_count(label, 2, TIMEOUT)
+    first, second = backend.probe.wait_for_count(label, 2, backend.timeout)
     assert first.queue == backend.main_queue
     assert second.queue == backend.retry_queue
     assert second.priority == 1
@@ -266,7 +265,7 @@ def test_on_exhausted_then_after_discard(backend: Backend) -> None:
     _started(backend)
     label = backend.label_for("exhausted")
     ExhaustedJob.set(queue=backend.main_queue).perform_later(label)
-    backend.probe.wait_for_count(label, 1, TIMEOUT, kind="after_discard")
+    backend.probe.wait_for_count(label, 1, backend.timeout, kind="after_discard")
     time.sleep(0.3)
     kinds = [row.kind for row in backend.probe.rows(label)]
     assert kinds == ["performed", "performed", "on_exhausted", "after_discard"]
@@ -281,10 +280,10 @@ def test_unhandled_failure_is_recorded_by_the_backend(backend: Backend) -> None:
     _started(backend)
     label = backend.label_for("failure")
     FailingJob.set(queue=backend.main_queue).perform_later(label)
-    backend.probe.wait_for_count(label, 1, TIMEOUT)
+    backend.probe.wait_for_count(label, 1, backend.timeout)
     backend.probe.wait_for(
         lambda: any(label in payload and "Doomed" in reason for payload, reason in backend.adapter.failed()),
-        TIMEOUT,
+        backend.timeout,
         "the failed job in the backend's failed store",
     )
     assert backend.probe.count(label) == 1, "a failed job must not be run again"
@@ -296,7 +295,7 @@ def test_discard_on_and_after_discard(backend: Backend) -> None:
     _started(backend)
     label = backend.label_for("discard")
     DiscardJob.set(queue=backend.main_queue).perform_later(label)
-    backend.probe.wait_for_count(label, 1, TIMEOUT, kind="after_discard")
+    backend.probe.wait_for_count(label, 1, backend.timeout, kind="after_discard")
     time.sleep(0.3)
     assert [row.kind for row in backend.probe.rows(label)] == ["performed", "on_discard", "after_discard"]
 
@@ -307,7 +306,7 @@ def test_rescue_from_handles_the_error(backend: Backend) -> None:
     _started(backend)
     label = backend.label_for("rescue")
     RescueJob.set(queue=backend.main_queue).perform_later(label)
-    backend.probe.wait_for_count(label, 1, TIMEOUT, kind="rescued")
+    backend.probe.wait_for_count(label, 1, backend.timeout, kind="rescued")
     time.sleep(0.3)
     assert [row.kind for row in backend.probe.rows(label)] == ["performed", "rescued"]
 
@@ -317,7 +316,7 @@ def test_deserialization_error_is_discarded(backend: Backend) -> None:
     """a deleted record raises RecordNotFound at load; discard_on(DeserializationError) drops it"""
     _started(backend)
     job = MissingRecordJob.set(queue=backend.main_queue).perform_later(Record("missing-7"))
-    (row,) = backend.probe.wait_for_count(job.job_id, 1, TIMEOUT, kind="discarded")
+    (row,) = backend.probe.wait_for_count(job.job_id, 1, backend.timeout, kind="discarded")
     assert row.detail == {"error": "RecordNotFound"}
     assert backend.probe.count(job.job_id) == 0
 
@@ -328,12 +327,12 @@ def _poison(backend: Backend, payload: str, reason: str) -> None:
     backend.adapter.enqueue_payload(payload.replace("MARKER", marker), backend.main_queue)
     backend.probe.wait_for(
         lambda: any(marker in body and reason in why for body, why in backend.adapter.failed()),
-        TIMEOUT,
+        backend.timeout,
         f"the poison payload in the failed store with a reason containing {reason!r}",
     )
     label = backend.label_for("after-poison")
     PingJob.set(queue=backend.main_queue).perform_later(label)
-    backend.probe.wait_for_count(label, 1, TIMEOUT)
+    backend.probe.wait_for_count(label, 1, backend.timeout)
 
 
 def _valid_document(marker: str) -> dict[str, object]:
@@ -383,7 +382,7 @@ def test_job_survives_a_killed_worker(backend: Backend) -> None:
     with backend.worker([queue]) as worker:
         assert worker is not None
         SlowJob.set(queue=queue).perform_later(label, 1.5)
-        backend.probe.wait_for_count(label, 1, TIMEOUT, kind="started")
+        backend.probe.wait_for_count(label, 1, backend.timeout, kind="started")
         worker.kill()
     assert backend.probe.count(label, "finished") == 0
     with backend.worker([queue]):
@@ -398,12 +397,12 @@ def test_sigterm_lets_the_running_job_finish(backend: Backend) -> None:
     with backend.worker([queue]) as worker:
         assert worker is not None
         SlowJob.set(queue=queue).perform_later(label, 1.0)
-        backend.probe.wait_for_count(label, 1, TIMEOUT, kind="started")
+        backend.probe.wait_for_count(label, 1, backend.timeout, kind="started")
         code = worker.terminate()
         assert code == 0, f"worker exited with {code} on SIGTERM\n{worker.log_tail()}"
     if backend.probe.count(label, "finished") == 0:
         with backend.worker([queue]):
-            backend.probe.wait_for_count(label, 1, TIMEOUT, kind="finished")
+            backend.probe.wait_for_count(label, 1, backend.timeout, kind="finished")
 
 
 @scenario("Reliability", Capability.EXTERNAL_WORKER)
