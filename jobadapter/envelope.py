@@ -13,6 +13,7 @@ not know is refused rather than guessed at.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -35,7 +36,7 @@ _FIELDS = (
     "enqueued_at",
     "scheduled_at",
 )
-_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ class Envelope:
 
 def format_timestamp(moment: datetime) -> str:
     """ISO 8601 in UTC with microseconds and a ``Z``, as every envelope writes times."""
-    return moment.astimezone(timezone.utc).strftime(_TIMESTAMP_FORMAT)
+    utc = moment if moment.tzinfo is timezone.utc else moment.astimezone(timezone.utc)
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def decode(payload: str | bytes | bytearray) -> Envelope:
@@ -155,7 +157,9 @@ def _require_text(document: dict[str, Any], name: str) -> str:
 def _parse_timestamp(document: dict[str, Any], name: str) -> datetime:
     text = _require(document, name, str)
     try:
-        return datetime.strptime(text, _TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+        if not _TIMESTAMP.fullmatch(text):
+            raise ValueError(text)
+        return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc)
     except ValueError as exc:
         raise InvalidEnvelope(
             f"{name!r} must look like 2026-11-28T20:00:00.000000Z, not {text!r:.80}"

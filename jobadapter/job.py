@@ -122,13 +122,16 @@ class Job:
     _own_rules: ClassVar[tuple[Rule, ...]] = ()
     _hook_names: ClassVar[dict[str, tuple[str, ...]]] = {kind: () for kind in hooks.KINDS}
     _is_async: ClassVar[bool] = False
+    _queue_as: ClassVar[object] = "default"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "job_name" not in vars(cls):
             cls.job_name = f"{cls.__module__}.{cls.__qualname__}"
-        if isinstance(inspect.getattr_static(cls, "queue_as"), str):
-            _check_queue_name(cls.queue_as, f"{cls.__qualname__}.queue_as")
+        declared = inspect.getattr_static(cls, "queue_as")
+        if isinstance(declared, str):
+            _check_queue_name(declared, f"{cls.__qualname__}.queue_as")
+        cls._queue_as = declared
         _check_priority(cls.priority, f"{cls.__qualname__}.priority")
         cls._own_rules = tuple(handler_rules(dict(vars(cls))))
         cls._hook_names = hooks.collect(cls)
@@ -255,7 +258,7 @@ class Job:
         )
 
     def _resolve_queue_name(self) -> str:
-        declared = inspect.getattr_static(type(self), "queue_as")
+        declared = type(self)._queue_as
         if isinstance(declared, str):
             return declared
         if isinstance(declared, (staticmethod, classmethod)):
