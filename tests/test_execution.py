@@ -30,7 +30,7 @@ def test_job_name_is_the_registry_key_and_the_wire_name() -> None:
 def test_unknown_class_is_refused_without_importing_anything() -> None:
     document = json.loads(Renamed("x").to_envelope().encode())
     document["job_class"] = "os.system"
-    with pytest.raises(UnknownJobError, match="'os.system' is not registered"):
+    with pytest.raises(UnknownJobError, match=r"'os\.system' is not registered"):
         execute(json.dumps(document), TestAdapter())
 
 
