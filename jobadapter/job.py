@@ -299,11 +299,15 @@ class Job:
             raise
         _publish_enqueue(self, adapter)
 
-    def _deliver(self, adapter: Adapter, retrying: bool) -> None:
+    def _prepare(self, adapter: Adapter) -> Envelope:
+        """Check that ``adapter`` can take this job, then build its envelope."""
         if adapter.closed:
             raise AdapterClosedError(f"cannot enqueue {self.job_name}: the {adapter.name} adapter is closed")
         adapter.check_options(self._adapter_options)
-        envelope = self.to_envelope()
+        return self.to_envelope()
+
+    def _deliver(self, adapter: Adapter, retrying: bool) -> None:
+        envelope = self._prepare(adapter)
         if retrying:
             provider_id = adapter.schedule_retry(envelope, self.scheduled_at, self._adapter_options)
         elif self.scheduled_at is None:
@@ -335,21 +339,18 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
         job.enqueue_error = None
 
         def join(
-            job: Job = job, adapter: Adapter = adapter, requests: list[EnqueueRequest] = requests
+            job: Job = job,
+            adapter: Adapter = adapter,
+            requests: list[EnqueueRequest] = requests,
+            batch_jobs: list[Job] = batch_jobs,
         ) -> None:
-            if adapter.closed:
-                raise AdapterClosedError(
-                    f"cannot enqueue {job.job_name}: the {adapter.name} adapter is closed"
-                )
-            adapter.check_options(job._adapter_options)
-            requests.append(EnqueueRequest(job.to_envelope(), job._adapter_options))
+            requests.append(EnqueueRequest(job._prepare(adapter), job._adapter_options))
+            batch_jobs.append(job)
 
         try:
             hooks.run_chain(job, "enqueue", join, run_after=False)
         except hooks.Halted:
             _publish_enqueue(job, adapter, aborted=True)
-            continue
-        batch_jobs.append(job)
     enqueued = 0
     failure: EnqueueError | None = None
     for adapter, batch_jobs, requests in batches.values():

@@ -207,3 +207,20 @@ def test_decimal_and_datetime_arguments_survive_the_test_adapter(jobs: JobRecord
     assert enqueued.arguments == [Decimal("1.50")]
     assert str(enqueued.arguments[0]) == "1.50"
     assert enqueued.keyword_arguments == {"when": moment}
+
+
+def test_perform_all_later_leaves_out_a_job_whose_around_hook_does_not_proceed(jobs: JobRecorder) -> None:
+    from jobadapter import around_enqueue
+
+    class Withheld(Job):
+        @around_enqueue
+        def hold(self, proceed: Any) -> None:
+            if self.arguments[0] != "held":
+                proceed()
+
+        def perform(self, name: str) -> None: ...
+
+    batch = [Withheld("a"), Withheld("held"), Withheld("b")]
+    assert perform_all_later(batch) == 2
+    assert [j.successfully_enqueued for j in batch] == [True, False, True]
+    assert [j.arguments for j in jobs.enqueued] == [["a"], ["b"]]
