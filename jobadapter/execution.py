@@ -77,7 +77,7 @@ def perform(job: Job, adapter: Adapter | None) -> Any:
         try:
             handled = _rescue(job, error, adapter, discard_hooks)
         except BaseException as raised:
-            job.outcome = job.outcome or FAILED
+            job.outcome = EXHAUSTED if job.outcome == EXHAUSTED else FAILED
             discard_hooks.run(raised)
             raise
         if not handled:
