@@ -55,23 +55,27 @@ class Envelope:
     scheduled_at: datetime | None = None
     _encoded: str | None = field(default=None, compare=False, repr=False)
 
+    def to_document(self) -> dict[str, Any]:
+        """The envelope as a JSON-ready dict (for brokers that serialize messages themselves)."""
+        return {
+            "jobadapter": VERSION,
+            "job_class": self.job_class,
+            "job_id": self.job_id,
+            "queue_name": self.queue_name,
+            "priority": self.priority,
+            "arguments": self.arguments,
+            "keyword_arguments": self.keyword_arguments,
+            "executions": self.executions,
+            "exception_executions": self.exception_executions,
+            "enqueued_at": format_timestamp(self.enqueued_at),
+            "scheduled_at": None if self.scheduled_at is None else format_timestamp(self.scheduled_at),
+        }
+
     def encode(self) -> str:
         """The JSON text of this envelope (cached: adapters may ask more than once)."""
         if self._encoded is None:
-            document = {
-                "jobadapter": VERSION,
-                "job_class": self.job_class,
-                "job_id": self.job_id,
-                "queue_name": self.queue_name,
-                "priority": self.priority,
-                "arguments": self.arguments,
-                "keyword_arguments": self.keyword_arguments,
-                "executions": self.executions,
-                "exception_executions": self.exception_executions,
-                "enqueued_at": format_timestamp(self.enqueued_at),
-                "scheduled_at": (None if self.scheduled_at is None else format_timestamp(self.scheduled_at)),
-            }
-            object.__setattr__(self, "_encoded", json.dumps(document, separators=(",", ":"), allow_nan=False))
+            text = json.dumps(self.to_document(), separators=(",", ":"), allow_nan=False)
+            object.__setattr__(self, "_encoded", text)
         assert self._encoded is not None
         return self._encoded
 

@@ -19,13 +19,13 @@ import copy
 import inspect
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from datetime import datetime, timedelta, timezone
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from jobadapter import config, events, hooks, registry
-from jobadapter.envelope import Envelope, decode
+from jobadapter.envelope import Envelope, decode, from_document
 from jobadapter.rescue import DiscardRule, HandlerRule, RetryRule, find_rule
 
 if TYPE_CHECKING:
@@ -44,14 +44,21 @@ EXHAUSTED = "exhausted"
 FAILED = "failed"
 
 
-def execute(payload: str | bytes | Envelope, adapter: Adapter) -> Job:
+def execute(payload: str | bytes | Mapping[str, Any] | Envelope, adapter: Adapter) -> Job:
     """Run the job a payload describes, as ``adapter``'s worker; returns the job.
 
-    Raises `InvalidEnvelope` or `UnknownJobError` for a payload that cannot be
+    ``payload`` is the envelope's JSON text, or the JSON document already parsed
+    (brokers whose messages are JSON carry it as an object). Raises
+    `InvalidEnvelope` or `UnknownJobError` for a payload that cannot be
     run, and the job's own error when it failed unhandled or exhausted its
     retries without ``on_exhausted``.
     """
-    envelope = payload if isinstance(payload, Envelope) else decode(payload)
+    if isinstance(payload, Envelope):
+        envelope = payload
+    elif isinstance(payload, Mapping):
+        envelope = from_document(payload)
+    else:
+        envelope = decode(payload)
     job = registry.lookup(envelope.job_class).from_envelope(envelope)
     perform(job, adapter)
     return job
