@@ -1,0 +1,283 @@
+"""``rq+redis://host:port/db``: jobadapter jobs as native RQ jobs.
+
+| jobadapter | RQ |
+|---|---|
+| ``perform_later`` | an RQ job on the job's queue; callable ``jobadapter_rq.worker.perform``,
+  argument the envelope, description ``job_class(arguments)`` |
+| ``wait`` / ``wait_until`` | ``Queue.schedule_job``: RQ's scheduled registry (whole seconds, rounded
+  up so nothing runs early), moved to the queue by the worker's scheduler |
+| ``perform_all_later`` | every job in one Redis pipeline (one round trip) |
+| priority | bands: RQ queues ``name`` (None, or ≤ 0) and ``name:p1`` … ``name:p9``, consumed band by band |
+| retry | a new RQ job ``<job_id>-retry-<n>`` scheduled for the retry time, same jobadapter ``job_id`` |
+| failure | RQ's ``FailedJobRegistry`` with the traceback |
+| worker died | jobs left started by a dead worker go back to their queue (``abandoned_retries``) |
+
+URL options: ``abandoned_retries`` (default 3), ``abandoned_check_interval`` in
+seconds (default 5), ``connect_timeout`` and ``socket_timeout`` in seconds
+(defaults 2 and 5, which bound how long ``perform_later`` may block on a Redis
+that is down). ``set(adapter_options=...)`` accepts RQ's ``timeout``, ``ttl``,
+``result_ttl`` and ``failure_ttl``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.job import Job as RQJob
+from rq.job import JobStatus
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from rq.serializers import JSONSerializer
+from rq.worker_pool import WorkerPool
+
+from jobadapter.adapters.base import Adapter, AdapterURL, Capability, EnqueueRequest
+from jobadapter.envelope import Envelope
+from jobadapter.errors import ConfigurationError, EnqueueError
+from jobadapter_rq import worker as rq_worker
+
+BANDS = 10
+"""Priority bands per queue: band 0 (no priority, or ≤ 0) up to band 9 (priority ≥ 9)."""
+_OUR_OPTIONS = ("abandoned_retries", "abandoned_check_interval", "connect_timeout", "socket_timeout")
+
+
+def band_queue_name(queue_name: str, priority: int | None) -> str:
+    """The RQ queue holding ``queue_name`` jobs of ``priority``."""
+    band = 0 if priority is None else min(max(priority, 0), BANDS - 1)
+    return queue_name if band == 0 else f"{queue_name}:p{band}"
+
+
+def consumed_queue_names(queue_names: Sequence[str]) -> list[str]:
+    """RQ queues a worker listens to, most urgent band first, in the given order within a band."""
+    return [band_queue_name(name, band) for band in range(BANDS) for name in queue_names]
+
+
+class RQAdapter(Adapter):
+    name: ClassVar[str] = "RQ"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.EXTERNAL_WORKER,
+            Capability.DELAYED,
+            Capability.QUEUES,
+            Capability.PRIORITY,
+            Capability.BULK,
+            Capability.FAILED_STORE,
+            Capability.AT_LEAST_ONCE,
+            Capability.GRACEFUL_SHUTDOWN,
+        }
+    )
+    notes: ClassVar[Mapping[str, str]] = {
+        Capability.DELAYED.value: "RQ's ScheduledJobRegistry, released by the worker's scheduler (1 s steps)",
+        Capability.PRIORITY.value: "ten RQ queues per queue (name, name:p1 … name:p9), consumed band by band",
+        Capability.BULK.value: "all jobs in one Redis pipeline",
+        Capability.FAILED_STORE.value: "RQ's FailedJobRegistry, with the traceback",
+        Capability.AT_LEAST_ONCE.value: "jobs left started by a dead worker are re-enqueued by the next one",
+    }
+    accepted_options: ClassVar[frozenset[str]] = frozenset({"timeout", "ttl", "result_ttl", "failure_ttl"})
+    backend_packages: ClassVar[tuple[str, ...]] = ("rq", "redis")
+
+    def __init__(self, url: AdapterURL, **options: Any) -> None:
+        settings = {name: options.pop(name, url.query.get(name)) for name in _OUR_OPTIONS}
+        super().__init__(url, **options)
+        if url.transport not in ("redis", "rediss", "unix"):
+            raise ConfigurationError(f"rq URLs look like rq+redis://host:6379/0, not {url.redacted!r}")
+        self.abandoned_retries = _number(settings["abandoned_retries"], 3, "abandoned_retries", int)
+        self.abandoned_check_interval = _number(
+            settings["abandoned_check_interval"], 5, "abandoned_check_interval", int
+        )
+        self.connection = Redis.from_url(
+            _without_our_options(url.target),
+            socket_connect_timeout=_number(settings["connect_timeout"], 2.0, "connect_timeout", float),
+            socket_timeout=_number(settings["socket_timeout"], 5.0, "socket_timeout", float),
+        )
+        self._queues: dict[str, Queue] = {}
+
+    def queue(self, rq_name: str) -> Queue:
+        """The RQ queue object for an RQ queue name (JSON serializer, never pickle)."""
+        found = self._queues.get(rq_name)
+        if found is None:
+            found = Queue(rq_name, connection=self.connection, serializer=JSONSerializer)
+            self._queues[rq_name] = found
+        return found
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def enqueue(self, envelope: Envelope, options: Mapping[str, Any]) -> str | None:
+        with _publishing(envelope):
+            return self._publish(envelope, envelope.job_id, options, None, None).id
+
+    def enqueue_at(self, envelope: Envelope, at: datetime, options: Mapping[str, Any]) -> str | None:
+        with _publishing(envelope):
+            return self._publish(envelope, envelope.job_id, options, at, None).id
+
+    def schedule_retry(
+        self, envelope: Envelope, at: datetime | None, options: Mapping[str, Any]
+    ) -> str | None:
+        rq_id = f"{envelope.job_id}-retry-{envelope.executions}"
+        with _publishing(envelope):
+            return self._publish(envelope, rq_id, options, at, None).id
+
+    def enqueue_all(self, requests: Sequence[EnqueueRequest]) -> list[str | None]:
+        try:
+            with self.connection.pipeline() as pipeline:
+                jobs = [
+                    self._publish(r.envelope, r.envelope.job_id, r.options, r.envelope.scheduled_at, pipeline)
+                    for r in requests
+                ]
+                pipeline.execute()
+        except RedisError as error:
+            raise EnqueueError(f"Redis refused a batch of {len(requests)} jobs: {error}") from error
+        return [job.id for job in jobs]
+
+    def enqueue_payload(self, payload: str, queue_name: str) -> None:
+        queue = self.queue(queue_name)
+        job = queue.create_job(rq_worker.ENTRY_POINT, args=(payload,), description="raw payload")
+        queue.enqueue_job(job)
+
+    def _publish(
+        self,
+        envelope: Envelope,
+        rq_id: str,
+        options: Mapping[str, Any],
+        at: datetime | None,
+        pipeline: Any,
+    ) -> RQJob:
+        queue = self.queue(band_queue_name(envelope.queue_name, envelope.priority))
+        job = queue.create_job(
+            rq_worker.ENTRY_POINT,
+            args=(envelope.to_document(),),
+            job_id=rq_id,
+            description=_description(envelope),
+            timeout=options.get("timeout"),
+            ttl=options.get("ttl"),
+            result_ttl=options.get("result_ttl"),
+            failure_ttl=options.get("failure_ttl"),
+            status=JobStatus.QUEUED if at is None else JobStatus.SCHEDULED,
+        )
+        if at is None:
+            return queue.enqueue_job(job, pipeline=pipeline)
+        return queue.schedule_job(job, _whole_second_after(at), pipeline=pipeline)
+
+    # -- the worker --------------------------------------------------------------------------
+
+    def run_worker(
+        self, *, queues: Sequence[str] | None = None, concurrency: int = 1, burst: bool = False
+    ) -> None:
+        names = consumed_queue_names(list(queues or ["default"]))
+        rq_worker.serve(self)
+        worker_class = type(
+            "ConfiguredJobAdapterWorker",
+            (rq_worker.JobAdapterWorker,),
+            {
+                "abandoned_retries": self.abandoned_retries,
+                "abandoned_check_interval": self.abandoned_check_interval,
+            },
+        )
+        if concurrency == 1:
+            worker = worker_class(
+                [self.queue(name) for name in names], connection=self.connection, serializer=JSONSerializer
+            )
+            worker.work(burst=burst, with_scheduler=True)
+            return
+        pool = WorkerPool(
+            names,
+            connection=self.connection,
+            num_workers=concurrency,
+            worker_class=worker_class,
+            serializer=JSONSerializer,
+        )
+        pool.start(burst=burst)
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def queue_sizes(self) -> dict[str, int]:
+        return {queue.name: queue.count for queue in Queue.all(connection=self.connection)}
+
+    def scheduled(self) -> list[Envelope]:
+        from jobadapter.envelope import from_document
+
+        found = []
+        for queue in Queue.all(connection=self.connection, serializer=JSONSerializer):
+            for job in self._jobs(ScheduledJobRegistry(queue=queue).get_job_ids(), queue):
+                if job.func_name == rq_worker.ENTRY_POINT and isinstance(job.args[0], dict):
+                    found.append(from_document(job.args[0]))
+        return found
+
+    def failed(self) -> list[tuple[str, str]]:
+        import json
+
+        found = []
+        for queue in Queue.all(connection=self.connection, serializer=JSONSerializer):
+            for job in self._jobs(FailedJobRegistry(queue=queue).get_job_ids(), queue):
+                try:
+                    argument = job.args[0] if job.args else ""
+                    payload = argument if isinstance(argument, str) else json.dumps(argument)
+                except Exception:
+                    payload = "<undecodable RQ job>"
+                result = job.latest_result()
+                reason = (result.exc_string if result is not None else None) or job.exc_info or ""
+                found.append((payload, reason))
+        return found
+
+    def status(self, job_id: str) -> str | None:
+        try:
+            job = RQJob.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+        except Exception:
+            return None
+        return str(job.get_status().value)
+
+    def _jobs(self, ids: list[str], queue: Queue) -> Iterator[RQJob]:
+        for job in RQJob.fetch_many(ids, connection=self.connection, serializer=JSONSerializer):
+            if job is not None:
+                yield job
+
+    def close(self) -> None:
+        super().close()
+        self.connection.close()
+
+
+@contextmanager
+def _publishing(envelope: Envelope) -> Iterator[None]:
+    try:
+        yield
+    except RedisError as error:
+        raise EnqueueError(f"Redis refused {envelope.job_class} ({envelope.job_id}): {error}") from error
+
+
+def _whole_second_after(at: datetime) -> datetime:
+    """RQ's scheduled registry keeps whole seconds (truncated): round up so no job runs early."""
+    if at.microsecond == 0:
+        return at
+    return at.replace(microsecond=0) + timedelta(seconds=1)
+
+
+def _description(envelope: Envelope) -> str:
+    shown = [repr(value) for value in envelope.arguments]
+    shown += [f"{name}={value!r}" for name, value in envelope.keyword_arguments.items()]
+    text = f"{envelope.job_class}({', '.join(shown)})"
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _number(value: Any, default: Any, name: str, kind: type) -> Any:
+    if value is None:
+        return default
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0:
+        raise ConfigurationError(f"rq option {name} must be a number >= 0, not {value!r}")
+    return number
+
+
+def _without_our_options(target: str) -> str:
+    from urllib.parse import parse_qsl
+
+    parts = urlsplit(target)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in _OUR_OPTIONS]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
