@@ -32,7 +32,9 @@ def test_the_design_example(jobs: JobRecorder) -> None:
 def test_perform_enqueued_runs_what_jobs_enqueue_in_scheduled_order(jobs: JobRecorder) -> None:
     FollowUpJob.set(wait=120).perform_later(1)
     WelcomeJob.perform_later(99)
+    assert [e.job_class for e in jobs.adapter.pending] == [WelcomeJob.job_name, FollowUpJob.job_name]
     jobs.perform_enqueued()
+    assert jobs.adapter.pending == []
     assert [(type(j).__name__, j.arguments) for j in jobs.performed] == [
         ("WelcomeJob", [99]),
         ("FollowUpJob", [99]),

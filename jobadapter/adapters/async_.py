@@ -40,7 +40,10 @@ class AsyncAdapter(Adapter):
     )
     notes: ClassVar[Mapping[str, str]] = {
         Capability.DELAYED.value: "a timer heap in the process",
-        Capability.PRIORITY.value: "due jobs run by priority, then enqueue order",
+        Capability.PRIORITY.value: (
+            "due jobs run by priority, then enqueue order; the scenario needs a worker it can stop, "
+            "which an in-process pool is not"
+        ),
     }
 
     def __init__(
