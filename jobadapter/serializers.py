@@ -1,9 +1,17 @@
 """Custom argument types: ``serializers.register(Money, dump=..., load=...)``.
 
-``dump`` turns the object into anything the argument serializer handles (it
-is serialized recursively, so it may hold datetimes, Decimals, tuples…);
-``load`` rebuilds the object from that. Types match exactly, like the
-built-in ones: register each subclass that travels.
+A registered value travels as ``{"custom": [name, <dump(value), serialized>]}``.
+What ``dump`` returns goes through the argument serializer again, so it may
+hold anything an argument may (datetimes, Decimals, tuples, other custom
+types); ``load`` receives that value rebuilt, with its exact types, and returns
+the object.
+
+Matching is by exact type, like the built-in types, so registering a class does
+not quietly cover its subclasses: register each one that travels. That is also
+how a subclass of a built-in type (a namedtuple, a ``str`` subclass) is made to
+travel. The ``name`` is what the wire carries; it defaults to
+``module.QualName`` and can be fixed explicitly so a class can move between
+modules without stranding jobs already enqueued.
 """
 
 from __future__ import annotations
@@ -20,12 +28,16 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Serializer:
+    """One registration: the wire ``name``, the exact type it covers, and its two conversions."""
+
     name: str
     type_: type
     dump: Callable[[Any], object]
     load: Callable[[Any], object]
 
 
+# Lookups run on every enqueue and perform without the lock: a dict read is
+# atomic, and registration replaces entries rather than mutating them.
 _by_type: dict[type, Serializer] = {}
 _by_name: dict[str, Serializer] = {}
 _lock = threading.Lock()
@@ -34,39 +46,55 @@ _lock = threading.Lock()
 def register(
     type_: type[T], *, dump: Callable[[T], object], load: Callable[[Any], T], name: str | None = None
 ) -> None:
-    """Let arguments of exactly ``type_`` travel, as ``{"custom": [name, dump(value)]}``."""
-    from jobadapter.arguments import builtin_types
+    """Let arguments of exactly ``type_`` travel, as ``{"custom": [name, dump(value)]}``.
+
+    Registering the same type again replaces its serializer (a module reload
+    does this). A name already taken by another type, or a type the argument
+    serializer handles itself, raises `ConfigurationError`: either would make
+    the wire ambiguous.
+    """
+    # Imported here because arguments.py imports this module when it loads.
+    from jobadapter.arguments import NATIVE_TYPES
 
     if not isinstance(type_, type):
         raise ConfigurationError(f"serializers.register needs a class, not {type_!r}")
-    if type_ in builtin_types():
-        raise ConfigurationError(f"{type_.__qualname__} is supported natively; it cannot be re-registered")
-    serializer_name = name or f"{type_.__module__}.{type_.__qualname__}"
+    if type_ in NATIVE_TYPES:
+        raise ConfigurationError(
+            f"{type_.__qualname__} is supported natively; it cannot be registered as a custom type"
+        )
+    serializer_name = f"{type_.__module__}.{type_.__qualname__}" if name is None else name
+    if not isinstance(serializer_name, str) or not serializer_name:
+        raise ConfigurationError(f"a serializer name must be a non-empty string, not {serializer_name!r}")
     with _lock:
         existing = _by_name.get(serializer_name)
         if existing is not None and existing.type_ is not type_:
             raise ConfigurationError(
-                f"serializer name {serializer_name!r} is already registered for {existing.type_!r}"
+                f"serializer name {serializer_name!r} is already registered for "
+                f"{existing.type_.__module__}.{existing.type_.__qualname__}"
             )
+        _forget(type_)
         serializer = Serializer(serializer_name, type_, dump, load)
-        previous = _by_type.pop(type_, None)
-        if previous is not None:
-            _by_name.pop(previous.name, None)
         _by_type[type_] = serializer
         _by_name[serializer_name] = serializer
 
 
 def unregister(type_: type) -> None:
-    """Forget the serializer of ``type_`` (tests use this)."""
+    """Forget the serializer of ``type_``, if any (tests use this to stay independent)."""
     with _lock:
-        serializer = _by_type.pop(type_, None)
-        if serializer is not None:
-            _by_name.pop(serializer.name, None)
+        _forget(type_)
 
 
-def lookup_type(type_: type) -> Serializer | None:
+def _forget(type_: type) -> None:
+    previous = _by_type.pop(type_, None)
+    if previous is not None:
+        del _by_name[previous.name]
+
+
+def for_type(type_: type) -> Serializer | None:
+    """The serializer registered for exactly ``type_``."""
     return _by_type.get(type_)
 
 
-def lookup_name(name: str) -> Serializer | None:
+def named(name: str) -> Serializer | None:
+    """The serializer a payload names."""
     return _by_name.get(name)
