@@ -153,3 +153,12 @@ def test_async_close_drains_due_and_soon_due_jobs() -> None:
     adapter.close(timeout=1)
     assert [label for label, _ in RUNS] == ["soon"]
     assert adapter.closed
+
+
+def test_async_purge_drops_waiting_jobs_of_the_named_queues_only() -> None:
+    RUNS.clear()
+    adapter = config.configure(url="async://?workers=1")
+    Noted.set(wait=60, queue="doomed").perform_later("a")
+    Noted.set(wait=60, queue="kept").perform_later("b")
+    adapter.purge(["doomed"])
+    assert [envelope.queue_name for envelope in adapter.scheduled()] == ["kept"]

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -94,6 +94,21 @@ class AsyncAdapter(Adapter):
             self._push_ready(None, payload)
             self._start_threads()
             self._condition.notify()
+
+    def purge(self, queue_names: Sequence[str]) -> None:
+        doomed = set(queue_names)
+
+        def keep(payload: str) -> bool:
+            try:
+                return decode(payload).queue_name not in doomed
+            except InvalidEnvelope:
+                return True
+
+        with self._condition:
+            self._ready = [item for item in self._ready if keep(item[2])]
+            self._delayed = [item for item in self._delayed if keep(item[3])]
+            heapq.heapify(self._ready)
+            heapq.heapify(self._delayed)
 
     # -- inspection ----------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ native primitive where one fits. The contract is deliberately narrow:
   each message. ``execute`` raises when the job failed for good (or the payload
   is not a runnable envelope): the worker records that in its failed store.
 - ``close()``; and, optionally, inspection: ``queue_sizes``, ``scheduled``,
-  ``failed`` and ``status(job_id)``, and ``enqueue_payload`` (publish raw bytes,
-  for the conformance suite's poison-payload scenarios).
+  ``failed`` and ``status(job_id)``; ``enqueue_payload`` (publish raw bytes, for
+  the conformance suite's poison-payload scenarios) and ``purge(queue_names)``.
 - ``capabilities``: the features the adapter supports, from `Capability`. The
   conformance suite runs a scenario only when its capability is declared and
   reports the rest as unsupported; ``notes`` say how each feature is mapped.
@@ -172,6 +172,10 @@ class Adapter:
         that the worker fails such a message into the failed store and goes on.
         """
         raise NotImplementedError(f"the {self.name} adapter cannot publish raw payloads")
+
+    def purge(self, queue_names: Sequence[str]) -> None:
+        """Delete the jobs waiting in these queues (the conformance suite cleans up with it)."""
+        raise NotImplementedError(f"the {self.name} adapter cannot purge queues")
 
     def run_worker(
         self, *, queues: Sequence[str] | None = None, concurrency: int = 1, burst: bool = False

@@ -82,6 +82,7 @@ class Backend:
         self.label = f"{self.name} / {self.transport}"
         slug = re.sub(r"[^a-z0-9]+", "-", f"{self.name}-{self.transport}".lower())
         self._prefix = f"jac-{uuid.uuid4().hex[:8]}-{slug}"
+        self._used_queues: set[str] = set()
         self.main_queue = self.queue("main")
         self.retry_queue = self.queue("retries")
         self._shared: WorkerProcess | None = None
@@ -95,8 +96,10 @@ class Backend:
         return Capability.EXTERNAL_WORKER in self.capabilities
 
     def queue(self, name: str) -> str:
-        """A queue name private to this run and this backend."""
-        return f"{self._prefix}-{name}"
+        """A queue name private to this run and this backend (purged when the run ends)."""
+        queue = f"{self._prefix}-{name}"
+        self._used_queues.add(queue)
+        return queue
 
     def label_for(self, scenario: str) -> str:
         """A probe label no other scenario or run shares."""
@@ -185,5 +188,7 @@ class Backend:
     def close(self) -> None:
         try:
             self.stop_shared_worker()
+            with contextlib.suppress(NotImplementedError):
+                self.adapter.purge(sorted(self._used_queues))
         finally:
             self.adapter.close()
