@@ -6,7 +6,7 @@
   argument the envelope, description ``job_class(arguments)`` |
 | ``wait`` / ``wait_until`` | ``Queue.schedule_job``: RQ's scheduled registry (whole seconds, rounded
   up so nothing runs early), moved to the queue by the worker's scheduler |
-| ``perform_all_later`` | every job in one Redis pipeline (one round trip) |
+| ``perform_all_later`` | ``Queue.enqueue_many`` per RQ queue, all in one Redis transaction |
 | priority | bands: RQ queues ``name`` (None, or ≤ 0) and ``name:p1`` … ``name:p9``, consumed band by band |
 | retry | a new RQ job ``<job_id>-retry-<n>`` scheduled for the retry time, same jobadapter ``job_id`` |
 | failure | RQ's ``FailedJobRegistry`` with the traceback |
@@ -21,24 +21,27 @@ that is down). ``set(adapter_options=...)`` accepts RQ's ``timeout``, ``ttl``,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job as RQJob
 from rq.job import JobStatus
+from rq.queue import EnqueueData
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
+from jobadapter import registry
 from jobadapter.adapters.base import Adapter, AdapterURL, Capability, EnqueueRequest
-from jobadapter.envelope import Envelope
-from jobadapter.errors import ConfigurationError, EnqueueError
+from jobadapter.envelope import Envelope, from_document
+from jobadapter.errors import ConfigurationError, EnqueueError, UnknownJobError
 from jobadapter_rq import worker as rq_worker
 
 BANDS = 10
@@ -57,7 +60,22 @@ def consumed_queue_names(queue_names: Sequence[str]) -> list[str]:
     return [band_queue_name(name, band) for band in range(BANDS) for name in queue_names]
 
 
+def retry_id(job_id: str, executions: int) -> str:
+    """The RQ id of the attempt after ``executions`` runs.
+
+    A retry cannot reuse the running RQ job's id: when ``perform`` returns, RQ
+    saves that job as finished, over whatever was scheduled under its id.
+    """
+    return f"{job_id}-retry-{executions}"
+
+
 class RQAdapter(Adapter):
+    """Publishes envelopes as native RQ jobs and runs RQ's worker on them.
+
+    One Redis connection per adapter, with short timeouts so a Redis that is
+    down turns ``perform_later`` into an ``EnqueueError`` instead of a hang.
+    """
+
     name: ClassVar[str] = "RQ"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
@@ -72,11 +90,14 @@ class RQAdapter(Adapter):
         }
     )
     notes: ClassVar[Mapping[str, str]] = {
-        Capability.DELAYED.value: "RQ's ScheduledJobRegistry, released by the worker's scheduler (1 s steps)",
-        Capability.PRIORITY.value: "ten RQ queues per queue (name, name:p1 … name:p9), consumed band by band",
-        Capability.BULK.value: "all jobs in one Redis pipeline",
-        Capability.FAILED_STORE.value: "RQ's FailedJobRegistry, with the traceback",
-        Capability.AT_LEAST_ONCE.value: "jobs left started by a dead worker are re-enqueued by the next one",
+        Capability.EXTERNAL_WORKER.value: "RQ's forking Worker (WorkerPool for --concurrency > 1), JSON only",
+        Capability.DELAYED.value: "RQ's ScheduledJobRegistry + the worker's scheduler (seconds, rounded up)",
+        Capability.PRIORITY.value: "ten RQ queues per queue (name, name:p1 … name:p9), listed by band",
+        Capability.BULK.value: "Queue.enqueue_many per RQ queue, all in one Redis transaction",
+        Capability.FAILED_STORE.value: "RQ's FailedJobRegistry, with the traceback or the refusal reason",
+        Capability.AT_LEAST_ONCE.value: "a dead worker's started jobs are re-enqueued (3 times by default)",
+        Capability.GRACEFUL_SHUTDOWN.value: "RQ's warm shutdown",
+        "test_retry_on_attempt_counts_and_stable_job_id": "each retry: a scheduled RQ job <job_id>-retry-<n>",
     }
     accepted_options: ClassVar[frozenset[str]] = frozenset({"timeout", "ttl", "result_ttl", "failure_ttl"})
     backend_packages: ClassVar[tuple[str, ...]] = ("rq", "redis")
@@ -118,21 +139,41 @@ class RQAdapter(Adapter):
     def schedule_retry(
         self, envelope: Envelope, at: datetime | None, options: Mapping[str, Any]
     ) -> str | None:
-        rq_id = f"{envelope.job_id}-retry-{envelope.executions}"
+        rq_id = retry_id(envelope.job_id, envelope.executions)
         with _publishing(envelope):
             return self._publish(envelope, rq_id, options, at, None).id
 
     def enqueue_all(self, requests: Sequence[EnqueueRequest]) -> list[str | None]:
+        """RQ's ``enqueue_many`` per RQ queue, delayed jobs to the scheduled registry, one transaction."""
+        due_now: dict[str, list[EnqueueData]] = {}
         try:
             with self.connection.pipeline() as pipeline:
-                jobs = [
-                    self._publish(r.envelope, r.envelope.job_id, r.options, r.envelope.scheduled_at, pipeline)
-                    for r in requests
-                ]
+                for request in requests:
+                    envelope = request.envelope
+                    if envelope.scheduled_at is not None:
+                        self._publish(
+                            envelope, envelope.job_id, request.options, envelope.scheduled_at, pipeline
+                        )
+                        continue
+                    rq_name = band_queue_name(envelope.queue_name, envelope.priority)
+                    due_now.setdefault(rq_name, []).append(
+                        Queue.prepare_data(
+                            rq_worker.ENTRY_POINT,
+                            args=(envelope.to_document(),),
+                            job_id=envelope.job_id,
+                            description=_description(envelope),
+                            timeout=request.options.get("timeout"),
+                            ttl=request.options.get("ttl"),
+                            result_ttl=request.options.get("result_ttl"),
+                            failure_ttl=request.options.get("failure_ttl"),
+                        )
+                    )
+                for rq_name, datas in due_now.items():
+                    self.queue(rq_name).enqueue_many(datas, pipeline=pipeline)
                 pipeline.execute()
         except RedisError as error:
             raise EnqueueError(f"Redis refused a batch of {len(requests)} jobs: {error}") from error
-        return [job.id for job in jobs]
+        return [request.envelope.job_id for request in requests]
 
     def enqueue_payload(self, payload: str, queue_name: str) -> None:
         queue = self.queue(queue_name)
@@ -199,21 +240,17 @@ class RQAdapter(Adapter):
         return {queue.name: queue.count for queue in Queue.all(connection=self.connection)}
 
     def scheduled(self) -> list[Envelope]:
-        from jobadapter.envelope import from_document
-
         found = []
         for queue in Queue.all(connection=self.connection, serializer=JSONSerializer):
-            for job in self._jobs(ScheduledJobRegistry(queue=queue).get_job_ids(), queue):
+            for job in self._jobs(ScheduledJobRegistry(queue=queue).get_job_ids()):
                 if job.func_name == rq_worker.ENTRY_POINT and isinstance(job.args[0], dict):
                     found.append(from_document(job.args[0]))
         return found
 
     def failed(self) -> list[tuple[str, str]]:
-        import json
-
         found = []
         for queue in Queue.all(connection=self.connection, serializer=JSONSerializer):
-            for job in self._jobs(FailedJobRegistry(queue=queue).get_job_ids(), queue):
+            for job in self._jobs(FailedJobRegistry(queue=queue).get_job_ids()):
                 try:
                     argument = job.args[0] if job.args else ""
                     payload = argument if isinstance(argument, str) else json.dumps(argument)
@@ -225,13 +262,17 @@ class RQAdapter(Adapter):
         return found
 
     def status(self, job_id: str) -> str | None:
+        """The RQ status of the job's latest attempt (each retry is its own RQ job, see ``retry_id``)."""
+        latest, attempt = job_id, 1
+        while self.connection.exists(RQJob.key_for(retry_id(job_id, attempt))):
+            latest, attempt = retry_id(job_id, attempt), attempt + 1
         try:
-            job = RQJob.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+            job = RQJob.fetch(latest, connection=self.connection, serializer=JSONSerializer)
         except Exception:
             return None
         return str(job.get_status().value)
 
-    def _jobs(self, ids: list[str], queue: Queue) -> Iterator[RQJob]:
+    def _jobs(self, ids: list[str]) -> Iterator[RQJob]:
         for job in RQJob.fetch_many(ids, connection=self.connection, serializer=JSONSerializer):
             if job is not None:
                 yield job
@@ -257,6 +298,16 @@ def _whole_second_after(at: datetime) -> datetime:
 
 
 def _description(envelope: Envelope) -> str:
+    """What RQ's worker log, ``rq info`` and rq-dashboard show: the job's own call.
+
+    Arguments stay out of it for a job class with ``log_arguments = False``.
+    """
+    try:
+        show_arguments = registry.lookup(envelope.job_class).log_arguments
+    except UnknownJobError:
+        show_arguments = False
+    if not show_arguments:
+        return f"{envelope.job_class}(…)"
     shown = [repr(value) for value in envelope.arguments]
     shown += [f"{name}={value!r}" for name, value in envelope.keyword_arguments.items()]
     text = f"{envelope.job_class}({', '.join(shown)})"
@@ -276,8 +327,6 @@ def _number(value: Any, default: Any, name: str, kind: type) -> Any:
 
 
 def _without_our_options(target: str) -> str:
-    from urllib.parse import parse_qsl
-
     parts = urlsplit(target)
     query = [(k, v) for k, v in parse_qsl(parts.query) if k not in _OUR_OPTIONS]
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))

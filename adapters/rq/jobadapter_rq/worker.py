@@ -24,6 +24,7 @@ from rq.executions import Execution
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
+from rq.worker import WorkerStatus
 
 from jobadapter.execution import execute
 
@@ -50,15 +51,42 @@ def perform(envelope: dict[str, Any] | str) -> None:
     execute(envelope, _adapter)
 
 
+_CALLBACKS = ("_success_callback_name", "_failure_callback_name", "_stopped_callback_name")
+"""RQ imports and calls these by name; jobadapter never sets them, so a job carrying one was planted."""
+
+
 def refusal(job: RQJob) -> str | None:
-    """Why ``job`` must not run here, or None. Reads the callable's *name* only."""
+    """Why ``job`` must not run here, or None. Reads names only, never resolves them."""
     try:
         name = job.func_name
     except Exception as error:
-        return f"refused: the RQ job's data cannot be decoded as JSON ({type(error).__name__}: {error})"
+        cause = error.__cause__ or error
+        return f"refused: the RQ job's data cannot be decoded as JSON ({type(cause).__name__}: {cause})"
     if name != ENTRY_POINT:
         return f"refused: the RQ job calls {name!r}, not {ENTRY_POINT}; it was neither imported nor called"
+    planted = [getattr(job, attribute) for attribute in _CALLBACKS if getattr(job, attribute, None)]
+    if planted:
+        return f"refused: the RQ job names callbacks {planted!r}; they were neither imported nor called"
+    if job.webhooks:
+        return "refused: the RQ job carries webhooks, which jobadapter never sets; none was sent"
     return None
+
+
+def disarm(job: RQJob) -> None:
+    """Strip what RQ would act on by itself from a refused job: callbacks, webhooks, RQ retries.
+
+    An undecodable job also gets a placeholder callable name, because RQ's
+    bookkeeping reads it (for the process title) and would crash the worker;
+    the stored data stay as they were, for whoever inspects the failure.
+    """
+    try:
+        job.func_name  # noqa: B018 (decodes the data, or raises)
+    except Exception:
+        job._func_name, job._instance, job._args, job._kwargs = "<undecodable>", None, (), {}
+    for attribute in _CALLBACKS:
+        setattr(job, attribute, None)
+    job.webhooks = []
+    job.retries_left = None
 
 
 class JobAdapterWorker(Worker):
@@ -71,17 +99,21 @@ class JobAdapterWorker(Worker):
         kwargs.setdefault("maintenance_interval", self.abandoned_check_interval)
         super().__init__(*args, **kwargs)
 
-    def perform_job(self, job: RQJob, queue: Queue) -> bool:
+    def execute_job(self, job: RQJob, queue: Queue) -> None:
+        """Refuse a foreign job here, in the parent, before a work horse is forked for it."""
         reason = refusal(job)
         if reason is None:
-            return bool(super().perform_job(job, queue))
+            super().execute_job(job, queue)
+            return
         self.log.error("Worker %s: %s (RQ job %s)", self.name, reason, job.id)
-        self.prepare_job_execution(job)
+        disarm(job)
+        self.prepare_execution(job)
+        self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
         job._status = JobStatus.FAILED
         self.handle_job_failure(
             job=job, queue=queue, started_job_registry=queue.started_job_registry, exc_string=reason
         )
-        return False
+        self.set_state(WorkerStatus.IDLE)
 
     def run_maintenance_tasks(self) -> None:
         for queue in self.queues:

@@ -1,0 +1,240 @@
+"""The RQ adapter against the real Redis on 127.0.0.1:6379 (databases 4 and 5)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from jobadapter_rq.adapter import RQAdapter, band_queue_name, consumed_queue_names
+from jobadapter_rq.worker import ENTRY_POINT, requeue_abandoned
+from redis import Redis
+from rq import Queue
+from rq.job import Callback
+from rq.job import Job as RQJob
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+from rq.webhook import Webhook
+
+from jobadapter import ConfigurationError, EnqueueError, Job, config, perform_all_later, retry_on
+from jobadapter.envelope import decode
+
+URL = "rq+redis://127.0.0.1:6379/4"
+
+
+class Greet(Job):
+    queue_as = "greetings"
+
+    def perform(self, name: str, *, punctuation: str = "!") -> None: ...
+
+
+class Secret(Job):
+    log_arguments = False
+
+    def perform(self, token: str) -> None: ...
+
+
+@retry_on(KeyError, wait=30, attempts=3)
+class Flaky(Job):
+    def perform(self) -> None:
+        raise KeyError("again")
+
+
+@pytest.fixture
+def redis() -> Iterator[Redis]:
+    connection = Redis.from_url("redis://127.0.0.1:6379/4")
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+    connection.close()
+
+
+@pytest.fixture
+def adapter(redis: Redis) -> RQAdapter:
+    built = config.configure(url=URL)
+    assert isinstance(built, RQAdapter)
+    return built
+
+
+def test_a_job_is_a_native_rq_job(adapter: RQAdapter) -> None:
+    job = Greet.perform_later("Ada", punctuation="?")
+    assert job.provider_job_id == job.job_id
+    rq_job = RQJob.fetch(job.job_id, connection=adapter.connection, serializer=JSONSerializer)
+    assert rq_job.func_name == "jobadapter_rq.worker.perform"
+    assert rq_job.origin == "greetings"
+    assert rq_job.description == f"{Greet.job_name}('Ada', punctuation='?')"
+    assert decode(json.dumps(rq_job.args[0])).job_id == job.job_id
+    hidden = Secret.perform_later("s3cr3t")
+    hidden_rq_job = RQJob.fetch(hidden.job_id, connection=adapter.connection, serializer=JSONSerializer)
+    assert hidden_rq_job.description == f"{Secret.job_name}(…)"
+    assert adapter.status(job.job_id) == "queued"
+    assert adapter.queue_sizes()["greetings"] == 1
+
+
+def test_delays_use_the_scheduled_registry_rounded_up(adapter: RQAdapter) -> None:
+    job = Greet.set(wait=60).perform_later("later")
+    assert adapter.status(job.job_id) == "scheduled"
+    (envelope,) = adapter.scheduled()
+    assert envelope.job_id == job.job_id
+    score = adapter.connection.zscore("rq:scheduled:greetings", job.job_id)
+    assert job.scheduled_at is not None and score is not None
+    assert 0 <= score - job.scheduled_at.timestamp() < 1
+
+
+def test_priorities_map_onto_ordered_bands() -> None:
+    assert band_queue_name("mail", None) == "mail"
+    assert band_queue_name("mail", -4) == "mail"
+    assert band_queue_name("mail", 3) == "mail:p3"
+    assert band_queue_name("mail", 42) == "mail:p9"
+    assert consumed_queue_names(["a", "b"])[:4] == ["a", "b", "a:p1", "b:p1"]
+
+
+def test_bulk_enqueue_is_one_pipeline_of_native_jobs(adapter: RQAdapter) -> None:
+    jobs = [Greet(str(n)) for n in range(50)]
+    assert perform_all_later(jobs) == 50
+    assert adapter.queue("greetings").count == 50
+    assert [job.provider_job_id for job in jobs] == [job.job_id for job in jobs]
+
+
+def test_bulk_enqueue_spreads_over_bands_and_the_scheduled_registry(adapter: RQAdapter) -> None:
+    urgent = [Greet(str(n)) for n in range(3)]
+    for job in urgent:
+        job.priority = 2
+    later = Greet("later")
+    later.scheduled_at = datetime.now(timezone.utc) + timedelta(seconds=60)
+    assert perform_all_later([Greet("plain"), *urgent, later]) == 5
+    assert adapter.queue_sizes() == {"greetings": 1, "greetings:p2": 3}
+    assert [envelope.job_id for envelope in adapter.scheduled()] == [later.job_id]
+
+
+def test_a_retry_is_a_new_rq_job_with_the_same_jobadapter_id(adapter: RQAdapter) -> None:
+    from jobadapter.execution import execute
+
+    job = Flaky.perform_later()
+    executed = execute(job.to_envelope().encode(), adapter)
+    assert executed.outcome == "retried"
+    retry_id = f"{job.job_id}-retry-1"
+    assert adapter.status(retry_id) == "scheduled"
+    assert adapter.status(job.job_id) == "scheduled"
+    retried = RQJob.fetch(retry_id, connection=adapter.connection, serializer=JSONSerializer)
+    assert retried.args[0]["job_id"] == job.job_id
+    assert retried.args[0]["executions"] == 1
+
+
+def test_redis_down_raises_enqueue_error_quickly(redis: Redis) -> None:
+    config.configure(url="rq+redis://127.0.0.1:6399/0?connect_timeout=0.5")
+    started = time.monotonic()
+    with pytest.raises(EnqueueError, match="Redis refused") as raised:
+        Greet.perform_later("nobody")
+    assert time.monotonic() - started < 5
+    assert raised.value.__cause__ is not None
+    with pytest.raises(EnqueueError, match="Redis refused a batch of 2 jobs"):
+        perform_all_later([Greet("a"), Greet("b")])
+    assert time.monotonic() - started < 10
+
+
+def test_bad_urls_and_options_are_named() -> None:
+    with pytest.raises(ConfigurationError, match="rq URLs look like rq\\+redis://"):
+        config.configure(url="rq+amqp://127.0.0.1")
+    with pytest.raises(ConfigurationError, match="abandoned_retries must be a number"):
+        config.configure(url="rq+redis://127.0.0.1:6379/4?abandoned_retries=many")
+    config.configure(url=URL)
+    with pytest.raises(ConfigurationError, match="does not know adapter_options"):
+        Greet.set(adapter_options={"expires": 5}).perform_later("x")
+
+
+def _burst_worker(queue_name: str) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobadapter.cli",
+            "worker",
+            "--url",
+            URL,
+            "--app",
+            "jobadapter",
+            "--queues",
+            queue_name,
+            "--burst",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_planted_jobs_are_refused_never_imported_and_recorded(
+    redis: Redis, adapter: RQAdapter, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    queue = Queue("planted", connection=redis, serializer=JSONSerializer)
+    foreign = queue.enqueue("os.system", f"touch {marker}")
+    document = Greet("x").to_envelope().to_document()
+    with_callback = queue.enqueue(ENTRY_POINT, document, on_success=Callback("os.system"))
+    with_webhook = queue.enqueue(
+        ENTRY_POINT, document, webhooks=[Webhook("http://127.0.0.1:9/leak", job_status="failed")]
+    )
+    # Bytes in pickle's framing, written by hand: the worker must not even try to unpickle them.
+    not_json = queue.enqueue(ENTRY_POINT, document)
+    redis.hset(not_json.key, "data", b"\x80\x05\x95\x10\x00posix\x94system")
+    _burst_worker("planted")
+    assert not marker.exists()
+    failed = FailedJobRegistry("planted", connection=redis, serializer=JSONSerializer)
+    assert set(failed.get_job_ids()) == {foreign.id, with_callback.id, with_webhook.id, not_json.id}
+    reasons = [reason for _, reason in adapter.failed()]
+    assert any("refused: the RQ job calls 'os.system'" in reason for reason in reasons)
+    assert any("names callbacks ['os.system']" in reason for reason in reasons)
+    assert any("carries webhooks" in reason for reason in reasons)
+    assert any("cannot be decoded as JSON" in reason for reason in reasons)
+
+
+def test_abandoned_jobs_go_back_a_bounded_number_of_times(adapter: RQAdapter) -> None:
+    job = Greet.perform_later("interrupted")
+    queue = adapter.queue("greetings")
+    registry = StartedJobRegistry(queue=queue)
+
+    def worker_dies_running_it() -> None:
+        adapter.connection.lrem(queue.key, 0, job.job_id)
+        adapter.connection.zadd(registry.key, {f"{job.job_id}:gone": time.time() + 60})
+
+    worker_dies_running_it()
+    assert requeue_abandoned(queue, limit=1) == 1
+    assert queue.job_ids == [job.job_id]
+    worker_dies_running_it()
+    assert requeue_abandoned(queue, limit=1) == 0
+    assert queue.job_ids == []
+    assert adapter.status(job.job_id) == "failed"
+    (reason,) = [reason for _, reason in adapter.failed()]
+    assert "abandoned: its worker died 2 times" in reason
+
+
+def test_the_conformance_suite_passes(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobadapter.cli",
+            "conformance",
+            "--url",
+            "rq+redis://127.0.0.1:6379/5",
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    (run,) = json.loads(results.read_text())["runs"]
+    outcomes = {name: result["outcome"] for name, result in run["scenarios"].items()}
+    assert completed.returncode == 0, completed.stdout[-4000:]
+    assert set(outcomes.values()) == {"passed"}, outcomes
