@@ -236,6 +236,14 @@ class RQAdapter(Adapter):
 
     # -- inspection ----------------------------------------------------------------------------
 
+    def purge(self, queue_names: Sequence[str]) -> None:
+        """Delete the waiting jobs of every priority band of these queues (failed ones stay)."""
+        for name in queue_names:
+            for band in range(BANDS):
+                queue = self.queue(band_queue_name(name, band))
+                queue.delete(delete_jobs=True)
+                self._queues.pop(queue.name, None)
+
     def queue_sizes(self) -> dict[str, int]:
         return {queue.name: queue.count for queue in Queue.all(connection=self.connection)}
 

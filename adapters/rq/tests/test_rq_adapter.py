@@ -238,3 +238,13 @@ def test_the_conformance_suite_passes(tmp_path: Path) -> None:
     outcomes = {name: result["outcome"] for name, result in run["scenarios"].items()}
     assert completed.returncode == 0, completed.stdout[-4000:]
     assert set(outcomes.values()) == {"passed"}, outcomes
+
+
+def test_purge_deletes_every_band_of_the_named_queues(adapter: RQAdapter) -> None:
+    Greet.set(queue="doomed", priority=3).perform_later("a")
+    Greet.set(queue="doomed").perform_later("b")
+    Greet.set(queue="kept").perform_later("c")
+    adapter.purge(["doomed"])
+    sizes = adapter.queue_sizes()
+    assert sizes.get("doomed", 0) == 0 and sizes.get("doomed:p3", 0) == 0
+    assert sizes["kept"] == 1
