@@ -1,1 +1,5 @@
-"""The dramatiq adapter for jobadapter."""
+"""The Dramatiq adapter for jobadapter: ``dramatiq+amqp://…`` and ``dramatiq+redis://…`` URLs."""
+
+from jobadapter_dramatiq.adapter import DramatiqAdapter, RabbitmqAdapter, RedisAdapter
+
+__all__ = ["DramatiqAdapter", "RabbitmqAdapter", "RedisAdapter"]
