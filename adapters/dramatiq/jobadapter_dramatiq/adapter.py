@@ -263,6 +263,11 @@ class DramatiqAdapter(Adapter):
             self.broker.close()
         super().close()
 
+    def purge(self, queue_names: Sequence[str]) -> None:
+        """Drop these queues' messages, delayed and dead-lettered ones included."""
+        for name in queue_names:
+            self.broker.flush(name)
+
     # -- inspection ----------------------------------------------------------------------
 
     def known_queues(self) -> list[str]:
@@ -302,6 +307,16 @@ def _failure(data: bytes) -> tuple[str, str]:
 
 class RabbitmqAdapter(DramatiqAdapter):
     """Dramatiq on RabbitMQ: priorities are message priorities, redelivery is RabbitMQ's own."""
+
+    def purge(self, queue_names: Sequence[str]) -> None:
+        """Delete these queues with their delay and dead-letter queues, so none are left behind."""
+        assert isinstance(self.broker, RabbitmqBroker)
+        for queue_name in queue_names:
+            for name in (queue_name, dq_name(queue_name), xq_name(queue_name)):
+                try:
+                    self.broker.channel.queue_delete(name)
+                except pika.exceptions.AMQPChannelError:
+                    del self.broker.channel  # the broker closed it: reopen for the next one
 
     name: ClassVar[str] = "Dramatiq(RabbitMQ)"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
