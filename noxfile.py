@@ -32,8 +32,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def benchmarks(session: nox.Session) -> None:
-    """Microbenchmarks; each prints its figures (µs per job, or ratios against native)."""
-    session.run("python", "benchmarks/core_overhead.py", *session.posargs)
+    """Benchmarks; each prints its figures (µs per job, or ratios against the native library)."""
+    for script in sorted(Path("benchmarks").glob("*.py")):
+        session.run("python", str(script), *session.posargs)
 
 
 CONFORMANCE_URLS = [

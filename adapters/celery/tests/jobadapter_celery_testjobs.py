@@ -1,0 +1,55 @@
+"""Jobs (and a native Celery app) for the celery adapter's own tests: the workers' ``--app``.
+
+Jobs report through the conformance probe (``JOBADAPTER_PROBE``), so a test
+sees what a worker process did without a server of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from celery import Celery  # type: ignore[import-untyped]
+
+from jobadapter import Job, retry_on
+from jobadapter.conformance.probe import ENVIRONMENT_VARIABLE, record
+
+ATTACH_BROKER = "redis://127.0.0.1:6379/8"
+
+native_app = Celery("native", broker=ATTACH_BROKER, backend=ATTACH_BROKER, set_as_current=False)
+native_app.conf.update(task_serializer="json", accept_content=["json"], worker_hijack_root_logger=False)
+
+
+@native_app.task(name="native.add")  # type: ignore[untyped-decorator]
+def add(label: str, a: int, b: int) -> int:
+    """A task of the application being ported, untouched."""
+    record(label, "native", None, {"sum": a + b})
+    return a + b
+
+
+class Flaky(Exception):
+    pass
+
+
+class NoteJob(Job):
+    def perform(self, label: str) -> None:
+        record(label, "performed", self)
+
+
+@retry_on(Flaky, wait=0.2, attempts=3, jitter=0)
+class RetryOnceJob(Job):
+    def perform(self, label: str) -> None:
+        record(label, "performed", self)
+        if self.executions == 1:
+            raise Flaky(f"{label} first attempt")
+
+
+class FailOnceJob(Job):
+    """Fails unhandled the first time its label runs: a dead-lettered job retried later succeeds."""
+
+    def perform(self, label: str) -> None:
+        record(label, "performed", self)
+        marker = Path(os.environ[ENVIRONMENT_VARIABLE]).with_name(f"{label}.failed-once")
+        if not marker.exists():
+            marker.touch()
+            raise Flaky(f"{label} fails once")
