@@ -105,10 +105,10 @@ class ConfiguredJob(Generic[P, J]):
 class Job:
     """Subclass this and define ``perform``. See DESIGN §1 for the full semantics.
 
-    Class attributes: ``queue_as`` (a queue name, or a callable ``(job) -> str``),
-    ``priority`` (int or None; a lower number is more urgent), ``log_arguments``,
-    ``queue_adapter`` (an adapter URL or configured name; None for the default)
-    and ``job_name`` (the registry key; ``module.QualName`` unless set, so set
+    Class attributes: ``queue_as`` (a queue name, or a callable ``(job) -> str``;
+    read once, when the class is defined), ``priority`` (int or None; a lower
+    number is more urgent), ``log_arguments``, ``queue_adapter`` (an adapter URL
+    or configured name; None for the default) and ``job_name`` (the registry key; ``module.QualName`` unless set, so set
     it to keep jobs in flight runnable across a rename). Do not override
     ``__init__``: a job's constructor arguments are its ``perform`` arguments.
     """
