@@ -256,7 +256,9 @@ def test_purge_empties_the_named_queues(url: str) -> None:
             if adapter.transport == "redis":  # type: ignore[attr-defined]
                 assert channel._size("jobadapter-purge-test") == 0
             else:
-                _, count, _ = channel.queue_declare("jobadapter-purge-test", passive=False, auto_delete=True)
-                assert count == 0
+                from amqp.exceptions import NotFound
+
+                with pytest.raises(NotFound):  # deleted, not merely emptied
+                    channel.queue_declare("jobadapter-purge-test", passive=True)
     finally:
         config.reset()
