@@ -108,9 +108,10 @@ class Job:
     Class attributes: ``queue_as`` (a queue name, or a callable ``(job) -> str``;
     read once, when the class is defined), ``priority`` (int or None; a lower
     number is more urgent), ``log_arguments``, ``queue_adapter`` (an adapter URL
-    or configured name; None for the default) and ``job_name`` (the registry key; ``module.QualName`` unless set, so set
-    it to keep jobs in flight runnable across a rename). Do not override
-    ``__init__``: a job's constructor arguments are its ``perform`` arguments.
+    or configured name; None for the default) and ``job_name`` (the registry key;
+    ``module.QualName`` unless set, so set it to keep jobs in flight runnable
+    across a rename). Do not override ``__init__``: a job's constructor
+    arguments are its ``perform`` arguments.
     """
 
     queue_as: ClassVar[str | Callable[..., str]] = "default"
