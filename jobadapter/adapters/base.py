@@ -62,6 +62,10 @@ class Capability(str, Enum):
     """SIGTERM lets running jobs finish (or returns them to the queue)."""
 
 
+EVERY_CAPABILITY: frozenset[Capability] = frozenset(Capability)
+"""What a full-featured backend adapter declares (less what its broker cannot do)."""
+
+
 @dataclass(frozen=True)
 class AdapterURL:
     """A parsed ``JOBADAPTER_URL``: ``rq+redis://host:6379/0?x=1`` →

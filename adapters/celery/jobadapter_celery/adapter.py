@@ -46,7 +46,7 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from jobadapter import registry
-from jobadapter.adapters.base import Adapter, AdapterURL, Capability, EnqueueRequest
+from jobadapter.adapters.base import EVERY_CAPABILITY, Adapter, AdapterURL, Capability, EnqueueRequest
 from jobadapter.envelope import Envelope, format_timestamp
 from jobadapter.errors import ConfigurationError, EnqueueError, UnknownJobError
 
@@ -104,18 +104,7 @@ class Settings:
 
 class CeleryAdapter(Adapter):
     name: ClassVar[str] = "Celery"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.EXTERNAL_WORKER,
-            Capability.DELAYED,
-            Capability.QUEUES,
-            Capability.PRIORITY,
-            Capability.BULK,
-            Capability.FAILED_STORE,
-            Capability.AT_LEAST_ONCE,
-            Capability.GRACEFUL_SHUTDOWN,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = EVERY_CAPABILITY
     notes: ClassVar[Mapping[str, str]] = {
         Capability.EXTERNAL_WORKER.value: (
             "a Celery worker (prefork), one task per job class named by job_name"

@@ -56,7 +56,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name, xq_name
 from dramatiq.errors import BrokerError
 
-from jobadapter.adapters.base import Adapter, AdapterURL, Capability, EnqueueRequest
+from jobadapter.adapters.base import EVERY_CAPABILITY, Adapter, AdapterURL, Capability, EnqueueRequest
 from jobadapter.envelope import Envelope
 from jobadapter.errors import ConfigurationError, EnqueueError
 
@@ -319,18 +319,7 @@ class RabbitmqAdapter(DramatiqAdapter):
                     del self.broker.channel  # the broker closed it: reopen for the next one
 
     name: ClassVar[str] = "Dramatiq(RabbitMQ)"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.EXTERNAL_WORKER,
-            Capability.DELAYED,
-            Capability.QUEUES,
-            Capability.PRIORITY,
-            Capability.BULK,
-            Capability.FAILED_STORE,
-            Capability.AT_LEAST_ONCE,
-            Capability.GRACEFUL_SHUTDOWN,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = EVERY_CAPABILITY
     notes: ClassVar[Mapping[str, str]] = {
         **_SHARED_NOTES,
         Capability.PRIORITY.value: "RabbitMQ message priority (queues with x-max-priority=10)",
@@ -428,17 +417,7 @@ class RedisAdapter(DramatiqAdapter):
     """Dramatiq on Redis: FIFO lists, redelivery after a dead worker's heartbeat times out."""
 
     name: ClassVar[str] = "Dramatiq(Redis)"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.EXTERNAL_WORKER,
-            Capability.DELAYED,
-            Capability.QUEUES,
-            Capability.BULK,
-            Capability.FAILED_STORE,
-            Capability.AT_LEAST_ONCE,
-            Capability.GRACEFUL_SHUTDOWN,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = EVERY_CAPABILITY - {Capability.PRIORITY}
     notes: ClassVar[Mapping[str, str]] = {
         **_SHARED_NOTES,
         Capability.PRIORITY.value: (
@@ -549,6 +528,7 @@ def _attached_broker(url: AdapterURL, given: object) -> Broker | None:
         return reference
     module_name, _, attribute = str(reference).partition(":")
     try:
+        # a name from the adapter's configuration, never from a payload
         found = getattr(importlib.import_module(module_name), attribute or "broker")
     except (ImportError, AttributeError) as error:
         raise ConfigurationError(f"dramatiq broker {reference!r} could not be loaded: {error}") from error

@@ -39,7 +39,7 @@ from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
 from jobadapter import registry
-from jobadapter.adapters.base import Adapter, AdapterURL, Capability, EnqueueRequest
+from jobadapter.adapters.base import EVERY_CAPABILITY, Adapter, AdapterURL, Capability, EnqueueRequest
 from jobadapter.envelope import Envelope, from_document
 from jobadapter.errors import ConfigurationError, EnqueueError, UnknownJobError
 from jobadapter_rq import worker as rq_worker
@@ -77,18 +77,7 @@ class RQAdapter(Adapter):
     """
 
     name: ClassVar[str] = "RQ"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.EXTERNAL_WORKER,
-            Capability.DELAYED,
-            Capability.QUEUES,
-            Capability.PRIORITY,
-            Capability.BULK,
-            Capability.FAILED_STORE,
-            Capability.AT_LEAST_ONCE,
-            Capability.GRACEFUL_SHUTDOWN,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = EVERY_CAPABILITY
     notes: ClassVar[Mapping[str, str]] = {
         Capability.EXTERNAL_WORKER.value: "RQ's forking Worker (WorkerPool for --concurrency > 1), JSON only",
         Capability.DELAYED.value: "RQ's ScheduledJobRegistry + the worker's scheduler (seconds, rounded up)",
