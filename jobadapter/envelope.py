@@ -37,6 +37,8 @@ _FIELDS = (
     "scheduled_at",
 )
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+"""One shared encoder: ``json.dumps`` with options builds a new one per call."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class Envelope:
     def encode(self) -> str:
         """The JSON text of this envelope (cached: adapters may ask more than once)."""
         if self._encoded is None:
-            text = json.dumps(self.to_document(), separators=(",", ":"), allow_nan=False)
+            text = _ENCODER.encode(self.to_document())
             object.__setattr__(self, "_encoded", text)
         assert self._encoded is not None
         return self._encoded
@@ -87,7 +89,7 @@ class Envelope:
 def format_timestamp(moment: datetime) -> str:
     """ISO 8601 in UTC with microseconds and a ``Z``, as every envelope writes times."""
     utc = moment if moment.tzinfo is timezone.utc else moment.astimezone(timezone.utc)
-    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return utc.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" becomes "Z"
 
 
 def decode(payload: str | bytes | bytearray) -> Envelope:

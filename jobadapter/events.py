@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from jobadapter.adapters.base import Adapter
@@ -33,9 +32,9 @@ NAMES = frozenset(
 _logger = logging.getLogger("jobadapter")
 
 
-@dataclass(frozen=True)
-class Event:
-    """What happened, to which job, through which adapter.
+class Event(NamedTuple):
+    """What happened, to which job, through which adapter (immutable, and cheap to build:
+    one is built on every enqueue and perform).
 
     ``job`` is None only for ``enqueue_all``, which carries ``jobs`` instead.
     ``duration`` (seconds) is set on ``perform``; ``error`` on ``perform`` when
@@ -49,7 +48,7 @@ class Event:
     error: BaseException | None = None
     duration: float | None = None
     wait: float | None = None
-    jobs: Sequence[Job] = field(default_factory=tuple)
+    jobs: Sequence[Job] = ()
     aborted: bool = False
 
 
