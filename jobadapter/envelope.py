@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobadapter.errors import InvalidEnvelope
 
@@ -41,9 +40,12 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 """One shared encoder: ``json.dumps`` with options builds a new one per call."""
 
 
-@dataclass(frozen=True)
-class Envelope:
-    """One job as it travels: what to run, with what, and how often it already ran."""
+class Envelope(NamedTuple):
+    """One job as it travels: what to run, with what, and how often it already ran.
+
+    A named tuple, as Dramatiq's ``Message`` is: immutable, and built on every
+    enqueue and every perform, where a frozen dataclass costs three times as much.
+    """
 
     job_class: str
     job_id: str
@@ -55,7 +57,6 @@ class Envelope:
     exception_executions: dict[str, int]
     enqueued_at: datetime
     scheduled_at: datetime | None = None
-    _encoded: str | None = field(default=None, compare=False, repr=False)
 
     def to_document(self) -> dict[str, Any]:
         """The envelope as a JSON-ready dict (for brokers that serialize messages themselves)."""
@@ -74,16 +75,12 @@ class Envelope:
         }
 
     def encode(self) -> str:
-        """The JSON text of this envelope (cached: adapters may ask more than once)."""
-        if self._encoded is None:
-            text = _ENCODER.encode(self.to_document())
-            object.__setattr__(self, "_encoded", text)
-        assert self._encoded is not None
-        return self._encoded
+        """The JSON text of this envelope."""
+        return _ENCODER.encode(self.to_document())
 
     def evolve(self, **changes: Any) -> Envelope:
-        """A copy with ``changes`` applied (and a fresh encoding)."""
-        return replace(self, _encoded=None, **changes)
+        """A copy with ``changes`` applied."""
+        return self._replace(**changes)
 
 
 def format_timestamp(moment: datetime) -> str:

@@ -15,18 +15,17 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from functools import partial
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from typing_extensions import ParamSpec, Self
 
 from jobadapter import config, events, execution, hooks, registry
+from jobadapter.adapters.base import Adapter, EnqueueRequest
 from jobadapter.arguments import deserialize_arguments, serialize_arguments
 from jobadapter.envelope import Envelope
 from jobadapter.errors import AdapterClosedError, ConfigurationError, EnqueueError
 from jobadapter.rescue import Rule, handler_rules
-
-if TYPE_CHECKING:
-    from jobadapter.adapters.base import Adapter
 
 P = ParamSpec("P")
 J = TypeVar("J", bound="Job")
@@ -349,8 +348,6 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
     `EnqueueError` (after setting ``enqueue_error`` on the jobs concerned) when
     an adapter rejects its batch.
     """
-    from jobadapter.adapters.base import EnqueueRequest
-
     batches: dict[int, tuple[Adapter, list[Job], list[EnqueueRequest]]] = {}
     for job in jobs:
         if not isinstance(job, Job):
@@ -359,16 +356,10 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
         _, batch_jobs, requests = batches.setdefault(id(adapter), (adapter, [], []))
         job.successfully_enqueued = False
         job.enqueue_error = None
-
-        def join(
-            job: Job = job,
-            adapter: Adapter = adapter,
-            requests: list[EnqueueRequest] = requests,
-            batch_jobs: list[Job] = batch_jobs,
-        ) -> None:
-            requests.append(EnqueueRequest(job._prepare(adapter), job._adapter_options))
-            batch_jobs.append(job)
-
+        join = partial(_join_batch, job, adapter, requests, batch_jobs)
+        if not type(job)._has_enqueue_hooks:
+            join()
+            continue
         try:
             hooks.run_chain(job, "enqueue", join, run_after=False)
         except hooks.Halted:
@@ -388,13 +379,19 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
         for job, provider_id in zip(batch_jobs, provider_ids, strict=True):
             job.provider_job_id = provider_id
             job.successfully_enqueued = True
-            hooks.run_after(job, "enqueue")
+            if type(job)._has_enqueue_hooks:
+                hooks.run_after(job, "enqueue")
         enqueued += len(batch_jobs)
         if events.has_subscribers("enqueue_all"):
             events.publish(events.Event("enqueue_all", None, adapter, jobs=tuple(batch_jobs)))
     if failure is not None:
         raise failure
     return enqueued
+
+
+def _join_batch(job: Job, adapter: Adapter, requests: list[EnqueueRequest], batch_jobs: list[Job]) -> None:
+    requests.append(EnqueueRequest(job._prepare(adapter), job._adapter_options))
+    batch_jobs.append(job)
 
 
 def _publish_enqueue(

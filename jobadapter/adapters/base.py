@@ -34,7 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, ClassVar
+from types import MappingProxyType
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from jobadapter.envelope import Envelope
@@ -108,12 +109,11 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
-@dataclass(frozen=True)
-class EnqueueRequest:
+class EnqueueRequest(NamedTuple):
     """One job of a bulk enqueue: its envelope and its ``adapter_options``."""
 
     envelope: Envelope
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = MappingProxyType({})
 
 
 class Adapter:

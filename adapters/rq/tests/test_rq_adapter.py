@@ -76,6 +76,34 @@ def test_a_job_is_a_native_rq_job(adapter: RQAdapter) -> None:
     assert adapter.queue_sizes()["greetings"] == 1
 
 
+def test_a_due_job_is_stored_as_rq_stores_it(adapter: RQAdapter) -> None:
+    """The adapter writes due jobs itself (one transaction); RQ's ``enqueue_job`` must agree."""
+    ours = Greet.set(adapter_options={"ttl": 600, "result_ttl": 60}).perform_later("Ada")
+    queue = adapter.queue("greetings")
+    envelope = decode(
+        json.dumps(RQJob.fetch(ours.job_id, connection=adapter.connection, serializer=JSONSerializer).args[0])
+    )
+    native = queue.enqueue_job(
+        queue.create_job(
+            ENTRY_POINT,
+            args=(envelope.to_document(),),
+            job_id="native-twin",
+            description=f"{Greet.job_name}('Ada')",
+            ttl=600,
+            result_ttl=60,
+        )
+    )
+    stored = adapter.connection.hgetall(RQJob.key_for(ours.job_id))
+    twin = adapter.connection.hgetall(RQJob.key_for(native.id))
+    assert sorted(stored) == sorted(twin)
+    differing = {field for field in stored if stored[field] != twin[field]}
+    assert differing <= {b"created_at", b"enqueued_at"}
+    assert stored[b"status"] == b"queued"
+    assert 0 < adapter.connection.ttl(RQJob.key_for(ours.job_id)) <= 600
+    assert adapter.connection.lrange(queue.key, 0, -1) == [ours.job_id.encode(), b"native-twin"]
+    assert queue.key.encode() in adapter.connection.smembers(queue.redis_queues_keys)
+
+
 def test_delays_use_the_scheduled_registry_rounded_up(adapter: RQAdapter) -> None:
     job = Greet.set(wait=60).perform_later("later")
     assert adapter.status(job.job_id) == "scheduled"
@@ -99,6 +127,9 @@ def test_bulk_enqueue_is_one_pipeline_of_native_jobs(adapter: RQAdapter) -> None
     assert perform_all_later(jobs) == 50
     assert adapter.queue("greetings").count == 50
     assert [job.provider_job_id for job in jobs] == [job.job_id for job in jobs]
+    assert adapter.queue("greetings").job_ids == [job.job_id for job in jobs]  # in enqueue order
+    first = RQJob.fetch(jobs[0].job_id, connection=adapter.connection, serializer=JSONSerializer)
+    assert first.get_status() == "queued" and first.origin == "greetings" and first.enqueued_at is not None
 
 
 def test_bulk_enqueue_spreads_over_bands_and_the_scheduled_registry(adapter: RQAdapter) -> None:
