@@ -9,8 +9,10 @@ the same broker object and in the same run, alternating to share the noise:
 - bulk: ``perform_all_later`` of a batch vs native ``send`` in a loop (Dramatiq
   has no bulk publish; ``group(...).run()`` is that same loop).
 
-Each figure is the median of several rounds; the ratio is jobadapter / native
-(1.00 = as fast as native). Queues are private to the run and deleted after.
+Rounds alternate which side goes first, so drift in the machine's load hits
+both alike. Each figure is the median over the rounds, and the ratio is the
+median of the per-round ratios jobadapter / native (1.00 = as fast as native).
+Queues are private to the run and deleted after.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from jobadapter_dramatiq.adapter import DramatiqAdapter, RabbitmqAdapter
 from jobadapter import Job, config, perform_all_later
 
 URLS = ("dramatiq+amqp://guest:guest@127.0.0.1:5672", "dramatiq+redis://127.0.0.1:6379/11")
-ROUNDS = 7
+ROUNDS = 15
 SINGLE = 300
 BATCH = 1000
 QUEUE = f"dq-bench-{uuid.uuid4().hex[:8]}"
@@ -40,11 +42,10 @@ class NoOpJob(Job):
         """Nothing: only the enqueue is measured."""
 
 
-def _timed(action: Callable[[], object], times: int) -> float:
+def _timed(action: Callable[[], object]) -> float:
     started = time.perf_counter()
-    for _ in range(times):
-        action()
-    return (time.perf_counter() - started) / times
+    action()
+    return time.perf_counter() - started
 
 
 def _purge(adapter: DramatiqAdapter) -> None:
@@ -61,48 +62,60 @@ def _drop(adapter: DramatiqAdapter) -> None:
         _purge(adapter)
 
 
-def bench(url: str) -> tuple[float, float, float, float]:
+def bench(url: str) -> dict[str, tuple[float, float, float]]:
+    """Per comparison: (jobadapter µs/job, native µs/job, median of the per-round ratios)."""
     adapter = config.build_adapter(url)
     assert isinstance(adapter, DramatiqAdapter)
     noop = dramatiq.actor(lambda: None, actor_name="bench_noop", queue_name=QUEUE, broker=adapter.broker)
-    singles: dict[str, list[float]] = {"jobadapter": [], "native": []}
-    bulks: dict[str, list[float]] = {"jobadapter": [], "native": []}
+
+    def ours_single() -> None:
+        for _ in range(SINGLE):
+            NoOpJob.perform_later()
+
+    def native_single() -> None:
+        for _ in range(SINGLE):
+            noop.send()
+
+    def ours_bulk() -> None:
+        perform_all_later([NoOpJob() for _ in range(BATCH)])
+
+    def native_bulk() -> None:
+        for _ in range(BATCH):
+            noop.send()
+
+    comparisons = {"single": (ours_single, native_single, SINGLE), "bulk": (ours_bulk, native_bulk, BATCH)}
+    samples: dict[str, tuple[list[float], list[float], list[float]]] = {
+        name: ([], [], []) for name in comparisons
+    }
     with config.override(adapter):
         NoOpJob.perform_later()  # connect and declare before timing
         noop.send()
-        for _ in range(ROUNDS):
-            singles["native"].append(_timed(noop.send, SINGLE))
-            singles["jobadapter"].append(_timed(NoOpJob.perform_later, SINGLE))
-            _purge(adapter)
-            started = time.perf_counter()
-            for _ in range(BATCH):
-                noop.send()
-            bulks["native"].append(time.perf_counter() - started)
-            batch = [NoOpJob() for _ in range(BATCH)]
-            started = time.perf_counter()
-            perform_all_later(batch)
-            bulks["jobadapter"].append(time.perf_counter() - started)
-            _purge(adapter)
+        for round_number in range(ROUNDS):
+            for name, (ours, theirs, count) in comparisons.items():
+                first, second = (ours, theirs) if round_number % 2 == 0 else (theirs, ours)
+                elapsed = {first: _timed(first), second: _timed(second)}
+                ours_us, theirs_us, ratios = samples[name]
+                ours_us.append(elapsed[ours] / count * 1e6)
+                theirs_us.append(elapsed[theirs] / count * 1e6)
+                ratios.append(elapsed[ours] / elapsed[theirs])
+                _purge(adapter)
     _drop(adapter)
     adapter.close()
-    return (
-        statistics.median(singles["jobadapter"]),
-        statistics.median(singles["native"]),
-        statistics.median(bulks["jobadapter"]),
-        statistics.median(bulks["native"]),
-    )
+    return {
+        name: (statistics.median(ours_us), statistics.median(theirs_us), statistics.median(ratios))
+        for name, (ours_us, theirs_us, ratios) in samples.items()
+    }
 
 
 def main() -> int:
     print(f"median of {ROUNDS} rounds; single = {SINGLE} enqueues, bulk = {BATCH} jobs")
     for url in URLS:
-        ja_single, native_single, ja_bulk, native_bulk = bench(url)
         scheme = url.split("://")[0]
-        print(
-            f"{scheme:<15} single: {ja_single * 1e6:7.1f} µs vs native {native_single * 1e6:7.1f} µs"
-            f"  ratio {ja_single / native_single:.2f}   |   bulk: {ja_bulk * 1e3:7.1f} ms vs native loop "
-            f"{native_bulk * 1e3:7.1f} ms  ratio {ja_bulk / native_bulk:.2f}"
-        )
+        for name, (ours_us, native_us, ratio) in bench(url).items():
+            print(
+                f"{scheme:<15} {name:6}  jobadapter {ours_us:7.1f} µs/job  native {native_us:7.1f} µs/job"
+                f"  ratio {ratio:.2f}"
+            )
     return 0
 
 

@@ -86,7 +86,7 @@ class Envelope(NamedTuple):
 def format_timestamp(moment: datetime) -> str:
     """ISO 8601 in UTC with microseconds and a ``Z``, as every envelope writes times."""
     utc = moment if moment.tzinfo is timezone.utc else moment.astimezone(timezone.utc)
-    return utc.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" becomes "Z"
+    return utc.isoformat("T", "microseconds")[:-6] + "Z"  # "+00:00" becomes "Z"
 
 
 def decode(payload: str | bytes | bytearray) -> Envelope:

@@ -10,6 +10,7 @@ Events: ``enqueue``, ``enqueue_at``, ``enqueue_all``, ``enqueue_retry``,
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -53,18 +54,24 @@ class Event(NamedTuple):
 
 
 Subscriber = Callable[[Event], Any]
-_subscribers: dict[str, list[Subscriber]] = {name: [] for name in NAMES}
+_subscribers: dict[str, tuple[Subscriber, ...]] = {name: () for name in NAMES}
+"""Replaced, never mutated: ``publish`` iterates a snapshot without copying it."""
+_changing = threading.Lock()
 
 
 def subscribe(name: str, subscriber: Subscriber) -> Callable[[], None]:
     """Call ``subscriber(event)`` on every ``name`` event; returns a function that unsubscribes."""
     if name not in NAMES:
         raise ValueError(f"unknown event {name!r}; events are {', '.join(sorted(NAMES))}")
-    _subscribers[name].append(subscriber)
+    with _changing:
+        _subscribers[name] += (subscriber,)
 
     def unsubscribe() -> None:
-        if subscriber in _subscribers[name]:
-            _subscribers[name].remove(subscriber)
+        with _changing:
+            current = _subscribers[name]
+            if subscriber in current:
+                index = current.index(subscriber)
+                _subscribers[name] = current[:index] + current[index + 1 :]
 
     return unsubscribe
 
@@ -76,7 +83,7 @@ def has_subscribers(name: str) -> bool:
 
 def publish(event: Event) -> None:
     """Deliver ``event``; a subscriber that raises is logged and never breaks the job."""
-    for subscriber in tuple(_subscribers[event.name]):
+    for subscriber in _subscribers[event.name]:
         try:
             subscriber(event)
         except Exception:

@@ -11,11 +11,11 @@ at the call site.
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
+from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from typing_extensions import ParamSpec, Self
@@ -25,26 +25,14 @@ from jobadapter.adapters.base import Adapter, EnqueueRequest
 from jobadapter.arguments import deserialize_arguments, serialize_arguments
 from jobadapter.envelope import Envelope
 from jobadapter.errors import AdapterClosedError, ConfigurationError, EnqueueError
+from jobadapter.ids import new_job_id
 from jobadapter.rescue import Rule, handler_rules
 
 P = ParamSpec("P")
 J = TypeVar("J", bound="Job")
 J_co = TypeVar("J_co", covariant=True)
 _UNSET: Any = object()
-_RFC_4122_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-
-
-def new_job_id() -> str:
-    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives.
-
-    Built from the random bytes directly: going through a `uuid.UUID` object
-    costs a tenth of an enqueue.
-    """
-    digits = os.urandom(16).hex()
-    return (
-        f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-"
-        f"{_RFC_4122_VARIANT[digits[16]]}{digits[17:20]}-{digits[20:]}"
-    )
+_NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
 
 
 class _Performs(Protocol[P, J_co]):
@@ -170,8 +158,9 @@ class Job:
         self.enqueue_error: EnqueueError | None = None
         self.outcome: str | None = None
         self._serialized_arguments: tuple[list[Any], dict[str, Any]] | None = None
-        self._adapter_options: Mapping[str, Any] = {}
-        self.queue_name: str = self._resolve_queue_name()
+        self._adapter_options: Mapping[str, Any] = _NO_OPTIONS
+        queue_as = type(self)._queue_as
+        self.queue_name: str = queue_as if type(queue_as) is str else self._resolve_queue_name()
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
         """The work. Override it (``def`` or ``async def``)."""
@@ -244,7 +233,7 @@ class Job:
         job.enqueue_error = None
         job.outcome = None
         job._serialized_arguments = (envelope.arguments, envelope.keyword_arguments)
-        job._adapter_options = {}
+        job._adapter_options = _NO_OPTIONS
         return job
 
     def load_arguments(self) -> None:
@@ -277,7 +266,7 @@ class Job:
 
     def _resolve_queue_name(self) -> str:
         declared = type(self)._queue_as
-        if isinstance(declared, str):
+        if isinstance(declared, str):  # a str subclass, e.g. an enum.StrEnum member
             return declared
         if isinstance(declared, (staticmethod, classmethod)):
             declared = declared.__func__
@@ -324,7 +313,8 @@ class Job:
         """Check that ``adapter`` can take this job, then build its envelope."""
         if adapter.closed:
             raise AdapterClosedError(f"cannot enqueue {self.job_name}: the {adapter.name} adapter is closed")
-        adapter.check_options(self._adapter_options)
+        if self._adapter_options:
+            adapter.check_options(self._adapter_options)
         return self.to_envelope()
 
     def _deliver(self, adapter: Adapter, retrying: bool) -> None:

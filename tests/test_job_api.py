@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -19,7 +18,6 @@ from jobadapter import (
     config,
     perform_all_later,
 )
-from jobadapter.job import new_job_id
 from jobadapter.testing import JobRecorder
 from tests.jobs_for_tests import LOG, AsyncRecordingJob, RecordingJob
 
@@ -43,19 +41,6 @@ class LambdaQueueJob(Job):
     queue_as = staticmethod(lambda job: f"q{job.arguments[0]}")
 
     def perform(self, n: int) -> None: ...
-
-
-def test_job_ids_are_random_version_4_uuids_in_canonical_form() -> None:
-    ids = {new_job_id() for _ in range(2000)}
-    assert len(ids) == 2000
-    for text in ids:
-        parsed = uuid.UUID(text)
-        assert str(parsed) == text
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
-    # every hex digit shows up in each random position, so no position is stuck
-    for position in (0, 15, 20, 35):
-        assert {text[position] for text in ids} == set("0123456789abcdef")
-    assert {text[19] for text in ids} == set("89ab")
 
 
 def test_perform_later_returns_the_job_with_its_attributes(jobs: JobRecorder) -> None:
