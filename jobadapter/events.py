@@ -4,7 +4,9 @@ The log lines of ``jobadapter.logging`` are one subscriber among others (metrics
 error reporters, tests); nothing in the core writes a log line directly.
 
 Events: ``enqueue``, ``enqueue_at``, ``enqueue_all``, ``enqueue_retry``,
-``perform_start``, ``perform``, ``retry_stopped``, ``discard``.
+``perform_start``, ``perform``, ``retry_stopped``, ``discard``. Publishers
+check ``listening`` before building a routine event and ``has_subscribers``
+before building one about a failure.
 """
 
 from __future__ import annotations
@@ -54,17 +56,29 @@ class Event(NamedTuple):
 
 
 Subscriber = Callable[[Event], Any]
+Silenced = Callable[[], bool]
 _subscribers: dict[str, tuple[Subscriber, ...]] = {name: () for name in NAMES}
 """Replaced, never mutated: ``publish`` iterates a snapshot without copying it."""
+_silencers: dict[str, tuple[Silenced | None, ...]] = {name: () for name in NAMES}
+"""Each subscriber's ``silenced`` check, in the same order (None: never silenced)."""
 _changing = threading.Lock()
 
 
-def subscribe(name: str, subscriber: Subscriber) -> Callable[[], None]:
-    """Call ``subscriber(event)`` on every ``name`` event; returns a function that unsubscribes."""
+def subscribe(name: str, subscriber: Subscriber, *, silenced: Silenced | None = None) -> Callable[[], None]:
+    """Call ``subscriber(event)`` on every ``name`` event; returns a function that unsubscribes.
+
+    ``silenced`` is a cheap check saying that the subscriber would do nothing
+    with a routine event right now, e.g. ``lambda: not logger.isEnabledFor(INFO)``.
+    When every subscriber of ``name`` is silenced, the hot paths do not even
+    build routine events (a job enqueued or performed without error), as Rails
+    skips instrumenting for silenced log subscribers. Events about failures
+    are always built and delivered.
+    """
     if name not in NAMES:
         raise ValueError(f"unknown event {name!r}; events are {', '.join(sorted(NAMES))}")
     with _changing:
         _subscribers[name] += (subscriber,)
+        _silencers[name] += (silenced,)
 
     def unsubscribe() -> None:
         with _changing:
@@ -72,13 +86,20 @@ def subscribe(name: str, subscriber: Subscriber) -> Callable[[], None]:
             if subscriber in current:
                 index = current.index(subscriber)
                 _subscribers[name] = current[:index] + current[index + 1 :]
+                checks = _silencers[name]
+                _silencers[name] = checks[:index] + checks[index + 1 :]
 
     return unsubscribe
 
 
 def has_subscribers(name: str) -> bool:
-    """Whether publishing ``name`` would reach anyone (lets hot paths skip building events)."""
+    """Whether publishing ``name`` would reach anyone (lets hot paths skip building failure events)."""
     return bool(_subscribers[name])
+
+
+def listening(name: str) -> bool:
+    """Whether a routine ``name`` event would reach a subscriber that is not silenced right now."""
+    return any(silenced is None or not silenced() for silenced in _silencers[name])
 
 
 def publish(event: Event) -> None:

@@ -72,7 +72,7 @@ def perform(job: Job, adapter: Adapter | None) -> Any:
     started = perf_counter()
     try:
         job.load_arguments()
-        if events.has_subscribers("perform_start"):
+        if events.listening("perform_start"):
             events.publish(events.Event("perform_start", job, adapter))
         result = hooks.run_chain(job, "perform", lambda: _call_perform(job))
     except hooks.Halted:
@@ -195,7 +195,7 @@ def retry(
     if priority is not None:
         attempt.priority = priority
     attempt._enqueue(adapter or config.adapter_for(type(job)), retrying=True)
-    if attempt.successfully_enqueued and events.has_subscribers("enqueue_retry"):
+    if attempt.successfully_enqueued and events.listening("enqueue_retry"):
         events.publish(events.Event("enqueue_retry", attempt, adapter, error=error, wait=wait))
     return attempt
 
@@ -230,7 +230,8 @@ def _publish_perform(
     error: BaseException | None = None,
     aborted: bool = False,
 ) -> None:
-    if events.has_subscribers("perform"):
+    routine = error is None and not aborted
+    if events.listening("perform") if routine else events.has_subscribers("perform"):
         events.publish(
             events.Event(
                 "perform", job, adapter, error=error, duration=perf_counter() - started, aborted=aborted

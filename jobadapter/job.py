@@ -372,7 +372,7 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
             if type(job)._has_enqueue_hooks:
                 hooks.run_after(job, "enqueue")
         enqueued += len(batch_jobs)
-        if events.has_subscribers("enqueue_all"):
+        if events.listening("enqueue_all"):
             events.publish(events.Event("enqueue_all", None, adapter, jobs=tuple(batch_jobs)))
     if failure is not None:
         raise failure
@@ -388,7 +388,8 @@ def _publish_enqueue(
     job: Job, adapter: Adapter, *, aborted: bool = False, error: BaseException | None = None
 ) -> None:
     name = "enqueue" if job.scheduled_at is None else "enqueue_at"
-    if events.has_subscribers(name):
+    routine = error is None and not aborted
+    if events.listening(name) if routine else events.has_subscribers(name):
         events.publish(events.Event(name, job, adapter, error=error, aborted=aborted))
 
 

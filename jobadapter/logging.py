@@ -138,13 +138,22 @@ def _on_discard(event: events.Event) -> None:
     logger.error("Discarded %s due to a %s.", _ident(job), _error(event.error))
 
 
+def _info_off() -> bool:
+    return not logger.isEnabledFor(logging.INFO)
+
+
 def install() -> None:
-    """Subscribe the log lines (done once, when ``jobadapter`` is imported)."""
-    events.subscribe("enqueue", _on_enqueue)
-    events.subscribe("enqueue_at", _on_enqueue)
-    events.subscribe("enqueue_all", _on_enqueue_all)
-    events.subscribe("perform_start", _on_perform_start)
-    events.subscribe("perform", _on_perform)
-    events.subscribe("enqueue_retry", _on_enqueue_retry)
+    """Subscribe the log lines (done once, when ``jobadapter`` is imported).
+
+    Routine lines are INFO: with the logger above INFO, routine events are
+    not even built (``events.subscribe``'s ``silenced``). Failure lines are
+    ERROR and always written.
+    """
+    events.subscribe("enqueue", _on_enqueue, silenced=_info_off)
+    events.subscribe("enqueue_at", _on_enqueue, silenced=_info_off)
+    events.subscribe("enqueue_all", _on_enqueue_all, silenced=_info_off)
+    events.subscribe("perform_start", _on_perform_start, silenced=_info_off)
+    events.subscribe("perform", _on_perform, silenced=_info_off)
+    events.subscribe("enqueue_retry", _on_enqueue_retry, silenced=_info_off)
     events.subscribe("retry_stopped", _on_retry_stopped)
     events.subscribe("discard", _on_discard)

@@ -101,6 +101,38 @@ def test_events_reach_subscribers_until_they_unsubscribe(jobs: JobRecorder) -> N
     ]
 
 
+def test_routine_events_are_not_built_while_every_subscriber_is_silenced(
+    jobs: JobRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="jobadapter")  # silences the log subscriber too
+    quiet = True
+    seen: list[tuple[str, bool]] = []
+    unsubscribers = [
+        events.subscribe(
+            name, lambda event: seen.append((event.name, event.error is None)), silenced=lambda: quiet
+        )
+        for name in ("enqueue", "perform_start", "perform", "discard")
+    ]
+    Logged.perform_later("ok")
+    Logged.perform_later("gone")
+    jobs.perform_enqueued()
+    assert seen == [("perform", False), ("discard", False)]  # failures only
+    quiet = False
+    Logged.perform_later("ok")
+    jobs.perform_enqueued()
+    assert seen[2:] == [("enqueue", True), ("perform_start", True), ("perform", True)]
+    for unsubscribe in unsubscribers:
+        unsubscribe()
+
+
+def test_the_log_subscriber_is_silenced_above_info(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="jobadapter"):
+        assert not events.listening("enqueue") and not events.listening("perform")
+        assert events.has_subscribers("discard")  # failure lines are ERROR: always delivered
+    with caplog.at_level(logging.INFO, logger="jobadapter"):
+        assert events.listening("enqueue") and events.listening("perform")
+
+
 def test_enqueue_all_event_and_unknown_event_name(jobs: JobRecorder) -> None:
     from jobadapter import perform_all_later
 
