@@ -117,8 +117,13 @@ def handle(adapter: CeleryAdapter, task: Any, args: Sequence[Any], kwargs: dict[
 
 def _hop(adapter: CeleryAdapter, task: Any, envelope: Envelope, payload: str) -> None:
     """Re-publish a job whose time is beyond the horizon, acknowledge this message, record
-    SCHEDULED: no message ever waits unacknowledged for more than the horizon."""
+    SCHEDULED: no message ever waits unacknowledged for more than the horizon.
+
+    The hop keeps what ``adapter_options`` set on the first message: its time
+    limits, and its expiry (an absolute time, so a hop does not extend it).
+    """
     assert envelope.scheduled_at is not None
+    time_limit, soft_time_limit = task.request.timelimit or (None, None)
     task.app.send_task(
         task.name,
         args=[payload],
@@ -128,6 +133,9 @@ def _hop(adapter: CeleryAdapter, task: Any, envelope: Envelope, payload: str) ->
         eta=adapter.hop_eta(envelope.scheduled_at),
         retries=task.request.retries or 0,
         serializer="json",
+        expires=task.request.expires,
+        time_limit=time_limit,
+        soft_time_limit=soft_time_limit,
     )
     if adapter.has_result_backend:
         task.update_state(state="SCHEDULED", meta={"scheduled_at": format_timestamp(envelope.scheduled_at)})

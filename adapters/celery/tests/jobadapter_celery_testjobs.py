@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from celery import Celery  # type: ignore[import-untyped]
+from celery import Celery, current_task  # type: ignore[import-untyped]
 
 from jobadapter import Job, retry_on
 from jobadapter.conformance.probe import ENVIRONMENT_VARIABLE, record
@@ -34,6 +34,14 @@ class Flaky(Exception):
 class NoteJob(Job):
     def perform(self, label: str) -> None:
         record(label, "performed", self)
+
+
+class LimitsJob(Job):
+    """Records the time limits and expiry of the Celery message that ran it."""
+
+    def perform(self, label: str) -> None:
+        request = current_task.request
+        record(label, "performed", self, {"timelimit": request.timelimit, "expires": request.expires})
 
 
 @retry_on(Flaky, wait=0.2, attempts=3, jitter=0)

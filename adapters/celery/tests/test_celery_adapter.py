@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from jobadapter_celery.adapter import CeleryAdapter
 from jobadapter_celery_testjobs import (  # type: ignore[import-not-found]  # conftest puts it on sys.path
     ATTACH_BROKER,
     FailOnceJob,
+    LimitsJob,
     NoteJob,
     RetryOnceJob,
     add,
@@ -123,14 +125,17 @@ def test_the_conformance_suite_passes(url: str, tmp_path: Path) -> None:
     ],
     ids=["redis", "amqp"],
 )
-def test_a_wait_beyond_the_horizon_runs_once_on_time(url: str, wait: float, probe: Probe) -> None:
+def test_a_wait_beyond_the_horizon_runs_once_on_time_with_its_options(
+    url: str, wait: float, probe: Probe
+) -> None:
     adapter = config.build_adapter(url)
     assert isinstance(adapter, CeleryAdapter)
     queue = unique("long-wait")
     label = unique("long")
     try:
         with worker(url, [queue], probe, adapter), config.override(adapter):
-            job = NoteJob.set(queue=queue, wait=wait).perform_later(label)
+            options = {"time_limit": 30, "soft_time_limit": 20, "expires": 3600}
+            job = LimitsJob.set(queue=queue, wait=wait, adapter_options=options).perform_later(label)
             assert job.scheduled_at is not None
             due = job.scheduled_at.timestamp()
             if adapter.has_result_backend:
@@ -140,6 +145,10 @@ def test_a_wait_beyond_the_horizon_runs_once_on_time(url: str, wait: float, prob
             time.sleep(1.5)
             assert probe.count(label) == 1, "the waiting job ran twice"
             assert row.job_id == job.job_id
+            assert row.detail["timelimit"] == [30, 20]  # adapter_options survived the hops
+            expires = datetime.fromisoformat(row.detail["expires"]).timestamp()
+            assert job.enqueued_at is not None
+            assert abs(expires - (job.enqueued_at.timestamp() + 3600)) < 5  # not extended by a hop
     finally:
         adapter.close()
 
