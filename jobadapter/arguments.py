@@ -59,8 +59,11 @@ def serialize_arguments(
     Raises `SerializationError` naming the offending type and where it sits,
     e.g. ``arguments[0]['user'][2]``.
     """
-    try:
-        return [_dump(value) for value in args], {name: _dump(value) for name, value in kwargs.items()}
+    try:  # the conditionals skip building a comprehension for what is empty, often the kwargs
+        return (
+            [_dump(value) for value in args] if args else [],
+            {name: _dump(value) for name, value in kwargs.items()} if kwargs else {},
+        )
     except _Failure as failure:
         raise failure.public(SerializationError, _root(args, kwargs, failure.subject)) from failure.__cause__
     except RecursionError as error:
