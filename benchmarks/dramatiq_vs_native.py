@@ -114,7 +114,7 @@ def main() -> int:
         for name, (ours_us, native_us, ratio) in bench(url).items():
             print(
                 f"{scheme:<15} {name:6}  jobadapter {ours_us:7.1f} µs/job  native {native_us:7.1f} µs/job"
-                f"  ratio {ratio:.2f}"
+                f"  ratio {ratio:.3f}"
             )
     return 0
 
