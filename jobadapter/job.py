@@ -380,6 +380,7 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
 
 
 def _join_batch(job: Job, adapter: Adapter, requests: list[EnqueueRequest], batch_jobs: list[Job]) -> None:
+    """Add ``job`` to its adapter's batch (the action its enqueue hooks wrap in a bulk enqueue)."""
     requests.append(EnqueueRequest(job._prepare(adapter), job._adapter_options))
     batch_jobs.append(job)
 
