@@ -4,7 +4,7 @@ import pytest
 
 from jobadapter import ConfigurationError, Job, config
 from jobadapter.adapters.async_ import AsyncAdapter
-from jobadapter.adapters.base import AdapterURL, redact
+from jobadapter.adapters.base import AdapterURL, option_number, redact
 from jobadapter.adapters.inline import InlineAdapter
 
 
@@ -17,6 +17,24 @@ def test_url_parsing_splits_adapter_transport_and_query() -> None:
     assert "secret" not in url.redacted and ":***@127.0.0.1" in url.redacted
     plain = AdapterURL.parse("async://?workers=3")
     assert (plain.adapter, plain.transport, plain.query) == ("async", None, {"workers": "3"})
+
+
+def test_target_without_drops_only_the_adapters_own_options() -> None:
+    url = AdapterURL.parse("rq+redis://127.0.0.1:6379/3?abandoned_retries=2&ssl_cert_reqs=none")
+    assert url.target_without({"abandoned_retries"}) == "redis://127.0.0.1:6379/3?ssl_cert_reqs=none"
+
+
+@pytest.mark.parametrize(
+    ("value", "whole", "expected"), [(None, False, 7.0), ("2.5", False, 2.5), (3, True, 3), ("0", True, 0)]
+)
+def test_option_numbers(value: object, whole: bool, expected: float) -> None:
+    assert option_number("rq", "n", value, 7.0, whole=whole) == expected
+
+
+@pytest.mark.parametrize(("value", "whole"), [("-1", False), ("nan", False), ("soon", False), ("2.5", True)])
+def test_bad_option_numbers_are_named(value: object, whole: bool) -> None:
+    with pytest.raises(ConfigurationError, match=r"rq option n must be a number >= 0"):
+        option_number("rq", "n", value, 7.0, whole=whole)
 
 
 def test_redact_hides_passwords_only() -> None:

@@ -30,13 +30,13 @@ the URL's scheme (the part before ``+``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from jobadapter.envelope import Envelope
 from jobadapter.errors import ConfigurationError
@@ -97,6 +97,30 @@ class AdapterURL:
     def redacted(self) -> str:
         """The URL with any password replaced, fit for a log line."""
         return redact(self.text)
+
+    def target_without(self, names: Collection[str]) -> str:
+        """``target`` without the query options ``names`` (the adapter's own), as the backend's
+        client should see it; the transport's own options stay."""
+        parts = urlsplit(self.target)
+        kept = [(key, value) for key, value in parse_qsl(parts.query) if key not in names]
+        return urlunsplit(parts._replace(query=urlencode(kept)))
+
+
+def option_number(adapter: str, name: str, value: object, default: float, *, whole: bool = False) -> float:
+    """An adapter option that is a number >= 0, from a URL query or a keyword (None: ``default``).
+
+    ``whole`` refuses a fraction. A bad value raises `ConfigurationError` naming the option.
+    """
+    if value is None:
+        return default
+    try:
+        number: float = int(str(value)) if whole else float(str(value))
+    except ValueError:
+        number = -1
+    if number < 0 or number != number:
+        kind = "a number >= 0 (a whole one)" if whole else "a number >= 0"
+        raise ConfigurationError(f"{adapter} option {name} must be {kind}, not {value!r}")
+    return number
 
 
 def redact(url: str) -> str:

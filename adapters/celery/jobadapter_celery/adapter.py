@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from celery import Celery  # type: ignore[import-untyped]
 from celery.backends.base import DisabledBackend  # type: ignore[import-untyped]
@@ -46,7 +46,14 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from jobadapter import registry
-from jobadapter.adapters.base import EVERY_CAPABILITY, Adapter, AdapterURL, Capability, EnqueueRequest
+from jobadapter.adapters.base import (
+    EVERY_CAPABILITY,
+    Adapter,
+    AdapterURL,
+    Capability,
+    EnqueueRequest,
+    option_number,
+)
 from jobadapter.envelope import Envelope, format_timestamp
 from jobadapter.errors import ConfigurationError, EnqueueError, UnknownJobError
 
@@ -146,7 +153,7 @@ class CeleryAdapter(Adapter):
                     "celery+<transport>:// builds its own Celery app; use celery:///?app=pkg.module:app "
                     "to attach to an existing one"
                 )
-            self.broker_url = _without_our_options(url.target)
+            self.broker_url = url.target_without(_OUR_OPTIONS)
             self.app = self._build_app(query.get("result_backend"))
         scheme = urlsplit(self.broker_url).scheme
         self.transport = "redis" if scheme in ("redis", "rediss") else "amqp" if "amqp" in scheme else scheme
@@ -416,23 +423,7 @@ def _settings(query: Mapping[str, str]) -> Settings:
 
 
 def _number(query: Mapping[str, str], name: str, default: float) -> float:
-    text = query.get(name)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise ConfigurationError(f"celery URL option {name} must be a non-negative number, not {text!r}")
-    return value
-
-
-def _without_our_options(target: str) -> str:
-    """The broker URL as kombu should see it: our options removed, the transport's kept."""
-    parts = urlsplit(target)
-    kept = [(key, value) for key, value in parse_qsl(parts.query) if key not in _OUR_OPTIONS]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), ""))
+    return option_number("celery", name, query.get(name), default)
 
 
 def _attached_app(reference: str | None, url: AdapterURL) -> Any:

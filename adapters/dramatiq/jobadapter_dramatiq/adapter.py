@@ -56,7 +56,14 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name, xq_name
 from dramatiq.errors import BrokerError
 
-from jobadapter.adapters.base import EVERY_CAPABILITY, Adapter, AdapterURL, Capability, EnqueueRequest
+from jobadapter.adapters.base import (
+    EVERY_CAPABILITY,
+    Adapter,
+    AdapterURL,
+    Capability,
+    EnqueueRequest,
+    option_number,
+)
 from jobadapter.envelope import Envelope
 from jobadapter.errors import ConfigurationError, EnqueueError
 
@@ -126,7 +133,7 @@ class DramatiqAdapter(Adapter):
         self.processes = max(1, int(_number(settings["processes"], 1, "processes")))
         attached = _attached_broker(url, settings["broker"])
         self.attached = attached is not None
-        self.broker = attached if attached is not None else self._build_broker(url.target, settings)
+        self.broker = attached if attached is not None else self._build_broker(url, settings)
         self._queues: set[str] = set()
         self._lock = threading.Lock()
 
@@ -134,7 +141,7 @@ class DramatiqAdapter(Adapter):
     def _option_names(cls) -> tuple[str, ...]:
         return _COMMON_OPTIONS
 
-    def _build_broker(self, target: str, settings: Mapping[str, Any]) -> Broker:
+    def _build_broker(self, url: AdapterURL, settings: Mapping[str, Any]) -> Broker:
         raise NotImplementedError
 
     # -- enqueueing --------------------------------------------------------------------
@@ -333,11 +340,11 @@ class RabbitmqAdapter(DramatiqAdapter):
     def _option_names(cls) -> tuple[str, ...]:
         return _COMMON_OPTIONS + _RABBITMQ_OPTIONS
 
-    def _build_broker(self, target: str, settings: Mapping[str, Any]) -> Broker:
+    def _build_broker(self, url: AdapterURL, settings: Mapping[str, Any]) -> Broker:
         max_priority = int(_number(settings["max_priority"], 10, "max_priority"))
         confirm = str(settings["confirm_delivery"] or "true").lower() not in ("0", "false", "no")
         return RabbitmqBroker(
-            url=_pika_url(target, self._option_names()), confirm_delivery=confirm, max_priority=max_priority
+            url=_pika_url(url, self._option_names()), confirm_delivery=confirm, max_priority=max_priority
         )
 
     def broker_priority(self, priority: int | None) -> int | None:
@@ -437,9 +444,9 @@ class RedisAdapter(DramatiqAdapter):
     def _option_names(cls) -> tuple[str, ...]:
         return _COMMON_OPTIONS + _REDIS_OPTIONS
 
-    def _build_broker(self, target: str, settings: Mapping[str, Any]) -> Broker:
+    def _build_broker(self, url: AdapterURL, settings: Mapping[str, Any]) -> Broker:
         client = redis.Redis.from_url(
-            _without(target, self._option_names()), socket_connect_timeout=2, socket_timeout=5
+            url.target_without(self._option_names()), socket_connect_timeout=2, socket_timeout=5
         )
         return RedisBroker(  # type: ignore[no-untyped-call]
             client=client,
@@ -537,30 +544,15 @@ def _attached_broker(url: AdapterURL, given: object) -> Broker | None:
     return found
 
 
-def _without(target: str, names: Sequence[str]) -> str:
-    parts = urlsplit(target)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in names]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def _pika_url(target: str, names: Sequence[str]) -> str:
+def _pika_url(url: AdapterURL, names: Sequence[str]) -> str:
     """The AMQP URL for pika, with timeouts that bound a publish to a broker that is down."""
-    parts = urlsplit(_without(target, names))
-    query = dict(parse_qsl(parts.query))
-    query = {**_PIKA_DEFAULTS, **query}
+    parts = urlsplit(url.target_without(names))
+    query = {**_PIKA_DEFAULTS, **dict(parse_qsl(parts.query))}
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _number(value: object, default: float, name: str) -> float:
-    if value is None:
-        return default
-    try:
-        number = float(str(value))
-    except ValueError:
-        number = -1.0
-    if number < 0 or number != number:
-        raise ConfigurationError(f"dramatiq option {name} must be a non-negative number, not {value!r}")
-    return number
+    return option_number("dramatiq", name, value, default)
 
 
 def due_in_ms(eta_ms: int) -> int:

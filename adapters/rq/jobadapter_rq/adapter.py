@@ -25,7 +25,6 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import Redis
 from redis.client import Pipeline
@@ -38,7 +37,14 @@ from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
 from jobadapter import registry
-from jobadapter.adapters.base import EVERY_CAPABILITY, Adapter, AdapterURL, Capability, EnqueueRequest
+from jobadapter.adapters.base import (
+    EVERY_CAPABILITY,
+    Adapter,
+    AdapterURL,
+    Capability,
+    EnqueueRequest,
+    option_number,
+)
 from jobadapter.envelope import Envelope, from_document
 from jobadapter.errors import ConfigurationError, EnqueueError, UnknownJobError
 from jobadapter_rq import worker as rq_worker
@@ -95,14 +101,18 @@ class RQAdapter(Adapter):
         super().__init__(url, **options)
         if url.transport not in ("redis", "rediss", "unix"):
             raise ConfigurationError(f"rq URLs look like rq+redis://host:6379/0, not {url.redacted!r}")
-        self.abandoned_retries = _number(settings["abandoned_retries"], 3, "abandoned_retries", int)
-        self.abandoned_check_interval = _number(
-            settings["abandoned_check_interval"], 5, "abandoned_check_interval", int
+        self.abandoned_retries = int(
+            option_number("rq", "abandoned_retries", settings["abandoned_retries"], 3, whole=True)
+        )
+        self.abandoned_check_interval = int(
+            option_number(
+                "rq", "abandoned_check_interval", settings["abandoned_check_interval"], 5, whole=True
+            )
         )
         self.connection = Redis.from_url(
-            _without_our_options(url.target),
-            socket_connect_timeout=_number(settings["connect_timeout"], 2.0, "connect_timeout", float),
-            socket_timeout=_number(settings["socket_timeout"], 5.0, "socket_timeout", float),
+            url.target_without(_OUR_OPTIONS),
+            socket_connect_timeout=option_number("rq", "connect_timeout", settings["connect_timeout"], 2.0),
+            socket_timeout=option_number("rq", "socket_timeout", settings["socket_timeout"], 5.0),
         )
         self._queues: dict[str, Queue] = {}
 
@@ -321,21 +331,3 @@ def _description(envelope: Envelope) -> str:
     shown += [f"{name}={value!r}" for name, value in envelope.keyword_arguments.items()]
     text = f"{envelope.job_class}({', '.join(shown)})"
     return text if len(text) <= 200 else text[:199] + "…"
-
-
-def _number(value: Any, default: Any, name: str, kind: type) -> Any:
-    if value is None:
-        return default
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        number = -1
-    if number < 0:
-        raise ConfigurationError(f"rq option {name} must be a number >= 0, not {value!r}")
-    return number
-
-
-def _without_our_options(target: str) -> str:
-    parts = urlsplit(target)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in _OUR_OPTIONS]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
