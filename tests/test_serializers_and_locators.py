@@ -15,12 +15,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from jobadapter import (
     ConfigurationError,
     DeserializationError,
+    Job,
     RecordNotFound,
     SerializationError,
+    discard_on,
     locators,
     serializers,
 )
 from jobadapter.arguments import deserialize_arguments, serialize_arguments
+from jobadapter.testing import JobRecorder
 
 
 def round_trip(*args: Any) -> list[Any]:
@@ -362,6 +365,35 @@ def test_sqlalchemy_rows_load_again_and_deleted_rows_are_not_found(
     assert (loaded.id, loaded.name, loaded.born) == (1, "Ada", date(1815, 12, 10))
     with pytest.raises(RecordNotFound, match=f"gid://jobadapter/{__name__}.Author/2 not found"):
         deserialize_arguments(json.loads(text)[1:], {})
+
+
+greeted: list[str] = []
+
+
+@discard_on(RecordNotFound, on_discard=lambda job, error: greeted.append(f"discarded: {error}"))
+class GreetAuthor(Job):
+    def perform(self, author: Author) -> None:
+        greeted.append(f"hello {author.name}")
+
+
+def test_a_job_whose_row_was_deleted_is_discarded_by_discard_on(
+    database: Callable[[], Session], jobs: JobRecorder
+) -> None:
+    greeted.clear()
+    with database() as session:
+        session.add_all(
+            [
+                Author(id=1, name="Ada", born=date(1815, 12, 10)),
+                Author(id=2, name="Grace", born=date(1906, 12, 9)),
+            ]
+        )
+        session.commit()
+        GreetAuthor.perform_later(session.get(Author, 1))
+        GreetAuthor.perform_later(session.get(Author, 2))
+        session.delete(session.get(Author, 2))
+        session.commit()
+    jobs.perform_enqueued()
+    assert greeted == ["hello Ada", f"discarded: gid://jobadapter/{__name__}.Author/2 not found"]
 
 
 def test_sqlalchemy_refuses_unsaved_rows_and_composite_keys(database: Callable[[], Session]) -> None:
