@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import subprocess
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import nox
+
+# The suites start hundreds of worker processes: let them cache bytecode (see conftest.py).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -32,8 +41,12 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def benchmarks(session: nox.Session) -> None:
-    """Benchmarks; each prints its figures (µs per job, or ratios against the native library)."""
-    for script in sorted(Path("benchmarks").glob("*.py")):
+    """Benchmarks; each prints its figures (µs per job, or ratios against the native library).
+
+    Files whose name starts with ``_`` are helpers the scripts import (or their
+    workers run), not scripts.
+    """
+    for script in sorted(Path("benchmarks").glob("[!_]*.py")):
         session.run("python", str(script), *session.posargs)
 
 
@@ -46,6 +59,12 @@ CONFORMANCE_URLS = [
     "dramatiq+amqp://guest:guest@127.0.0.1:5672",
     "dramatiq+redis://127.0.0.1:6379/15",
 ]
+
+
+AT_ONCE = 3
+UNREACHABLE_PORT = 1
+"""Where no broker listens (a privileged port): the contract scenario's unreachable broker."""
+"""Conformance runs side by side: more starve each other's workers on two cores."""
 
 
 def _available(url: str) -> bool:
@@ -69,24 +88,144 @@ def _available(url: str) -> bool:
     return True
 
 
-@nox.session
-def conformance(session: nox.Session) -> None:
-    """Run the conformance suite on every adapter URL available here; regenerate compat_matrix.md."""
-    results = Path("conformance-results")
+def _suite_per_url(session: nox.Session, suite: str, urls: list[str], results: Path) -> None:
+    """``jobadapter SUITE --url URL`` for each URL available here, one after the other (each
+    writes its results file into ``results``), then that suite's section of compat_matrix.md."""
+    failures = []
+    for url in _fresh_results(session, urls, results):
+        try:
+            session.run("jobadapter", suite, "--url", url, *session.posargs)
+        except nox.command.CommandFailed:
+            failures.append(url)
+    _update_matrix(session, suite, results, failures)
+
+
+def _fresh_results(session: nox.Session, urls: list[str], results: Path) -> list[str]:
+    """Empty ``results``; the URLs whose adapter and broker are available here."""
     results.mkdir(exist_ok=True)
     for old in results.glob("*.json"):
         old.unlink()
-    failures = []
-    for url in CONFORMANCE_URLS:
-        if not _available(url):
-            session.log(f"skipping {url}: adapter or broker not available")
-            continue
-        try:
-            session.run("jobadapter", "conformance", "--url", url)
-        except nox.command.CommandFailed:
-            failures.append(url)
+    available = [url for url in urls if _available(url)]
+    for url in sorted(set(urls) - set(available)):
+        session.log(f"skipping {url}: adapter or broker not available")
+    return available
+
+
+def _update_matrix(session: nox.Session, suite: str, results: Path, failures: list[str]) -> None:
     files = sorted(str(path) for path in results.glob("*.json"))
-    with open("compat_matrix.md", "w") as matrix:
-        session.run("jobadapter", "matrix", *files, stdout=matrix)
+    session.run("jobadapter", "matrix", "--update", "compat_matrix.md", *files)
+    if failures:
+        session.error(f"{suite} failures on: {', '.join(failures)}")
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """The conformance suite on every adapter URL available here, `AT_ONCE` at a time (it is
+    mostly waiting); files each run in compat/results/ and regenerates compat_matrix.md from them.
+
+    Redis URLs run on a redis-server of their own (`PrivateRedis`), so the run
+    touches no database of the shared server; RabbitMQ runs use queue names
+    unique to the run. Each URL's output is printed when it ends.
+    """
+    from jobadapter.adapters.base import AdapterURL
+    from jobadapter.faults.brokers import PrivateRedis, with_address
+
+    results = Path("conformance-results")
+    urls = _fresh_results(session, CONFORMANCE_URLS, results)
+    failures = []
+    with contextlib.ExitStack() as stack:
+        waiting = list(urls)
+        running: list[tuple[str, Any, subprocess.Popen[bytes]]] = []
+        while waiting or running:
+            while waiting and len(running) < AT_ONCE:
+                url = waiting.pop(0)
+                served = url
+                if AdapterURL.parse(url).transport == "redis":
+                    server = stack.enter_context(PrivateRedis(persistent=False))
+                    served = with_address(url, server.port)
+                log = stack.enter_context(tempfile.TemporaryFile())
+                command = ["jobadapter", "conformance", "--url", served, *session.posargs]
+                if AdapterURL.parse(url).transport:  # the same broker at a port nobody listens on
+                    command += ["--jobadapter-unreachable-url", with_address(url, UNREACHABLE_PORT)]
+                running.append((url, log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)))
+            time.sleep(0.2)
+            for entry in [entry for entry in running if entry[2].poll() is not None]:
+                running.remove(entry)
+                url, log, process = entry
+                log.seek(0)
+                session.log(f"{url}: exit {process.returncode}\n{log.read().decode(errors='replace')}")
+                if process.returncode:
+                    failures.append(url)
+    for path in sorted(results.glob("*.json")):  # into compat/results/, as a third party's column goes
+        session.run("jobadapter", "matrix", "--add", str(path))
     if failures:
         session.error(f"conformance failures on: {', '.join(failures)}")
+
+
+FAULT_URLS = [url for url in CONFORMANCE_URLS if "+" in url]
+"""The backend adapters: the in-process ones have no worker to kill."""
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """The fault suite (kill storm, broker outage, hostile messages) on every backend adapter
+    available here; rewrites the "Faults" section of compat_matrix.md."""
+    _suite_per_url(session, "faults", FAULT_URLS, Path("fault-results"))
+
+
+MIGRATE_URLS = [
+    "rq+redis://127.0.0.1:6379/0",
+    "celery+amqp://guest:guest@127.0.0.1:5672//",
+    "celery+redis://127.0.0.1:6379/0",
+    "dramatiq+amqp://guest:guest@127.0.0.1:5672",
+    "dramatiq+redis://127.0.0.1:6379/0",
+]
+"""The five broker configurations; ``nox -s migrate`` moves jobs between every two of them."""
+
+
+@nox.session
+def migrate(session: nox.Session) -> None:
+    """``jobadapter migrate`` between every source and target (20 pairs), `AT_ONCE` at a time:
+    the proof of `jobadapter.migrate.proof` per pair; rewrites the "Migration" section of
+    compat_matrix.md.
+
+    A pair with a Redis URL gets a redis-server of its own (`PrivateRedis`: the source on
+    database 0, the target on database 1); RabbitMQ queues are ``jac-migrate-…``, deleted
+    at the end of each pair.
+    """
+    from jobadapter.adapters.base import AdapterURL
+    from jobadapter.faults.brokers import PrivateRedis, with_address
+
+    results = Path("migrate-results")
+    urls = _fresh_results(session, MIGRATE_URLS, results)
+    pairs = [(source, target) for source in urls for target in urls if source != target]
+    failures = []
+    with contextlib.ExitStack() as stack:
+        running: list[tuple[str, Any, subprocess.Popen[bytes]]] = []
+        while pairs or running:
+            while pairs and len(running) < AT_ONCE:
+                source, target = pairs.pop(0)
+                served = [source, target]
+                if any(AdapterURL.parse(url).transport == "redis" for url in served):
+                    server = stack.enter_context(PrivateRedis(persistent=False))
+                    served = [
+                        with_address(url, server.port).rsplit("/", 1)[0] + f"/{db}"
+                        if AdapterURL.parse(url).transport == "redis"
+                        else url
+                        for db, url in enumerate(served)
+                    ]
+                log = stack.enter_context(tempfile.TemporaryFile())
+                command = ["python", "-m", "jobadapter.migrate.proof", "--results", str(results), *served]
+                name = f"{source} -> {target}"
+                running.append((name, log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)))
+            time.sleep(0.2)
+            for entry in [entry for entry in running if entry[2].poll() is not None]:
+                running.remove(entry)
+                name, log, process = entry
+                log.seek(0)
+                session.log(
+                    f"{name}: exit {process.returncode}\n{log.read().decode(errors='replace')[-3000:]}"
+                )
+                if process.returncode:
+                    failures.append(name)
+    _update_matrix(session, "migrate", results, failures)

@@ -31,6 +31,8 @@ BROKERS = {
 
 
 class BenchJob(Job):
+    job_name = "benchmarks.celery_vs_native.BenchJob"  # a script's class, only ever enqueued
+
     def perform(self, n: int) -> None:
         """A no-op: only publishing is measured."""
 

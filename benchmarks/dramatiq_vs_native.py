@@ -36,6 +36,7 @@ QUEUE = f"dq-bench-{uuid.uuid4().hex[:8]}"
 
 
 class NoOpJob(Job):
+    job_name = "benchmarks.dramatiq_vs_native.NoOpJob"  # a script's class, only ever enqueued
     queue_as = QUEUE
 
     def perform(self) -> None:

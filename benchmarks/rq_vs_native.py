@@ -42,6 +42,7 @@ def noop() -> None:
 
 
 class NoopJob(Job):
+    job_name = "benchmarks.rq_vs_native.NoopJob"  # a script's class, only ever enqueued
     queue_as = "bench"
 
     def perform(self) -> None:

@@ -15,6 +15,7 @@ from jobadapter.errors import (
     EnqueueError,
     InvalidEnvelope,
     JobAdapterError,
+    JobFailedError,
     RecordNotFound,
     SerializationError,
     UnknownJobError,
@@ -29,7 +30,8 @@ from jobadapter.hooks import (
     before_perform,
 )
 from jobadapter.job import ConfiguredJob, Job, perform_all_later
-from jobadapter.rescue import discard_on, rescue_from, retry_on
+from jobadapter.operations import JobNotFound
+from jobadapter.rescue import discard_on, exponentially_longer, rescue_from, retry_on
 
 __all__ = [
     "Abort",
@@ -41,6 +43,8 @@ __all__ = [
     "InvalidEnvelope",
     "Job",
     "JobAdapterError",
+    "JobFailedError",
+    "JobNotFound",
     "RecordNotFound",
     "SerializationError",
     "UnknownJobError",
@@ -53,6 +57,7 @@ __all__ = [
     "before_perform",
     "configure",
     "discard_on",
+    "exponentially_longer",
     "perform_all_later",
     "rescue_from",
     "retry_on",

@@ -5,17 +5,21 @@ The default adapter comes from ``configure(url=...)``, else the
 be configured under names (``configure(url=..., name="reports")``) and picked
 by a job class's ``queue_adapter``, which may also be a URL. Adapter classes
 are found through the ``jobadapter.adapters`` entry-point group, keyed by the
-URL scheme before ``+``. Tests swap every job onto one adapter with
+URL scheme before ``+``, or registered in this process by `register_adapter` from a
+plugin module (``jobadapter worker --plugin MODULE``, or ``JOBADAPTER_PLUGINS``, which
+worker processes inherit). Tests swap every job onto one adapter with
 `override` (the ``jobs`` fixture does).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobadapter.errors import ConfigurationError
@@ -26,6 +30,9 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "async://"
 ENTRY_POINT_GROUP = "jobadapter.adapters"
+PLUGINS_VARIABLE = "JOBADAPTER_PLUGINS"
+"""Comma-separated modules imported before an adapter is looked up: each may call
+`register_adapter`. Set by ``--plugin``, and inherited by the workers the conformance suite starts."""
 _DISTRIBUTIONS = {"rq": "jobadapter[rq]", "celery": "jobadapter[celery]", "dramatiq": "jobadapter[dramatiq]"}
 
 _lock = threading.RLock()
@@ -33,6 +40,7 @@ _urls: dict[str, tuple[str, dict[str, Any]]] = {}
 _adapters: dict[str, Adapter] = {}
 _override: Adapter | None = None
 _registered: dict[str, type[Adapter]] = {}
+_plugins: list[str] = []
 
 
 def configure(
@@ -113,8 +121,10 @@ def reset() -> None:
 
 def build_adapter(url: str, **options: Any) -> Adapter:
     """A new adapter for ``url``; a clear `ConfigurationError` for an unknown or missing one."""
+    from jobadapter import journal
     from jobadapter.adapters.base import AdapterURL
 
+    journal.install_from_environment()  # JOBADAPTER_JOURNAL, once per process
     parsed = AdapterURL.parse(url)
     adapter_class = adapter_class_for(parsed.adapter)
     return adapter_class(parsed, **options)
@@ -130,23 +140,78 @@ def register_adapter(scheme: str, adapter_class: type[Adapter]) -> None:
     _registered[scheme] = adapter_class
 
 
+def load_plugins(modules: Iterable[str] = ()) -> list[str]:
+    """Import ``modules`` and those named in ``JOBADAPTER_PLUGINS``, once each, and name them in
+    ``JOBADAPTER_PLUGINS`` so that processes started from this one (workers) load them too.
+
+    A plugin module registers an adapter that is not installed with an entry point (an adapter
+    under development). The names come from the command line or the environment, never from a
+    payload. Returns every plugin module loaded in this process.
+    """
+    wanted = [*_split(os.environ.get(PLUGINS_VARIABLE, "")), *modules]
+    with _lock:
+        for module in wanted:
+            if module in _plugins:
+                continue
+            try:
+                importlib.import_module(module)  # --plugin or JOBADAPTER_PLUGINS, never a payload
+            except ImportError as error:
+                raise ConfigurationError(
+                    f"plugin module {module!r} could not be imported: {error}"
+                ) from error
+            _plugins.append(module)
+        if _plugins:
+            os.environ[PLUGINS_VARIABLE] = ",".join(_plugins)
+        return list(_plugins)
+
+
+def plugin_modules() -> list[str]:
+    """The modules a worker must import to build the adapters known here: the plugins loaded,
+    and the module of each class given to `register_adapter` (where it registers itself, as a
+    ``pytest -p MODULE`` plugin does)."""
+    modules = list(_plugins)
+    for adapter_class in _registered.values():
+        if adapter_class.__module__ not in modules and adapter_class.__module__ != "__main__":
+            modules.append(adapter_class.__module__)
+    return modules
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def install_hint(scheme: str) -> str:
+    """The command that installs a built-in adapter: the release's extra, and, when this
+    jobadapter runs from a clone of its repository (where the adapters are packages of their
+    own, not on the package index), the editable installs that work there."""
+    release = f"pip install '{_DISTRIBUTIONS[scheme]}'"
+    clone = Path(__file__).resolve().parent.parent
+    adapter = clone / "adapters" / scheme
+    if not (adapter / "pyproject.toml").is_file():
+        return release
+    return f"{release} (from this clone: pip install -e {clone} -e {adapter})"
+
+
 def adapter_class_for(scheme: str) -> type[Adapter]:
     """The adapter class registered under ``scheme`` (`register_adapter`, then entry points)."""
+    if scheme not in _registered:
+        load_plugins()
     if scheme in _registered:
         return _registered[scheme]
     found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     entry_point = found.get(scheme)
     if entry_point is None:
         if scheme in _DISTRIBUTIONS:
-            raise ConfigurationError(
-                f"the {scheme!r} adapter is not installed: pip install '{_DISTRIBUTIONS[scheme]}'"
-            )
+            raise ConfigurationError(f"the {scheme!r} adapter is not installed: {install_hint(scheme)}")
         installed = ", ".join(sorted({*found, *_registered})) or "none"
-        raise ConfigurationError(f"no adapter for URL scheme {scheme!r}; installed adapters: {installed}")
+        raise ConfigurationError(
+            f"no adapter for URL scheme {scheme!r}; installed adapters: {installed} (an adapter that is "
+            f"not installed with an entry point is loaded with --plugin MODULE or {PLUGINS_VARIABLE})"
+        )
     try:
         loaded = entry_point.load()
     except ImportError as error:
-        hint = f": pip install '{_DISTRIBUTIONS[scheme]}'" if scheme in _DISTRIBUTIONS else ""
+        hint = f": {install_hint(scheme)}" if scheme in _DISTRIBUTIONS else ""
         raise ConfigurationError(f"the {scheme!r} adapter could not be imported ({error}){hint}") from error
     from jobadapter.adapters.base import Adapter
 

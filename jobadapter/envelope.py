@@ -95,6 +95,10 @@ def decode(payload: str | bytes | bytearray) -> Envelope:
         document = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEnvelope(f"payload is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        # The C parser counts nesting against the recursion limit: a few thousand
+        # brackets must not crash the worker that reads them.
+        raise InvalidEnvelope(f"payload nests JSON too deeply to read: {exc}") from exc
     return from_document(document)
 
 

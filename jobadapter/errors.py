@@ -12,7 +12,16 @@ class ConfigurationError(JobAdapterError):
 
 
 class EnqueueError(JobAdapterError):
-    """The backend could not take the job; the backend's own error is chained as the cause."""
+    """The backend could not take the job; the backend's own error is chained as the cause.
+
+    For a batch (``enqueue_all``), ``taken`` holds the backend ids of the leading jobs the
+    backend did take before it failed (``[]``: none, as after a refused transaction), or is
+    None when the backend cannot tell which it took.
+    """
+
+    def __init__(self, message: str, *, taken: list[str | None] | None = None) -> None:
+        super().__init__(message)
+        self.taken = taken
 
 
 class AdapterClosedError(EnqueueError):
@@ -41,3 +50,14 @@ class UnknownJobError(JobAdapterError):
 
 class Abort(Exception):
     """Raise in a ``before_enqueue`` or ``before_perform`` hook to stop the enqueue or perform."""
+
+
+class JobFailedError(JobAdapterError):
+    """``job.result()`` found the job failed; the message names its error (class and message)."""
+
+    def __init__(self, job_id: str, error_class: str | None, message: str | None) -> None:
+        shown = f"{error_class}: {message}" if message else (error_class or "an unknown error")
+        super().__init__(f"job {job_id} failed with {shown}")
+        self.job_id = job_id
+        self.error_class = error_class
+        self.error_message = message

@@ -40,9 +40,15 @@ class Event(NamedTuple):
     one is built on every enqueue and perform).
 
     ``job`` is None only for ``enqueue_all``, which carries ``jobs`` instead.
-    ``duration`` (seconds) is set on ``perform``; ``error`` on ``perform`` when
-    the job raised, and on ``enqueue_retry``, ``retry_stopped`` and ``discard``;
-    ``wait`` (seconds) on ``enqueue_retry``.
+    ``perform`` is published once per execution, after the rescue rules
+    decided: ``duration`` (seconds) and ``outcome`` (the ``job.outcome``
+    constant: performed, retried, discarded, rescued, exhausted, failed,
+    aborted) are set on it, ``result`` is what ``perform`` returned when it
+    returned, and ``error`` is set only when nothing handled the error (no
+    matching rule, or retries exhausted without ``on_exhausted``), so a
+    subscriber counting failures does not count handled errors. ``error`` is
+    also set on ``enqueue_retry``, ``retry_stopped`` and ``discard``, which
+    say what the rules did; ``wait`` (seconds) on ``enqueue_retry``.
     """
 
     name: str
@@ -53,6 +59,8 @@ class Event(NamedTuple):
     wait: float | None = None
     jobs: Sequence[Job] = ()
     aborted: bool = False
+    outcome: str | None = None
+    result: Any = None
 
 
 Subscriber = Callable[[Event], Any]
@@ -98,8 +106,15 @@ def has_subscribers(name: str) -> bool:
 
 
 def listening(name: str) -> bool:
-    """Whether a routine ``name`` event would reach a subscriber that is not silenced right now."""
-    return any(silenced is None or not silenced() for silenced in _silencers[name])
+    """Whether a routine ``name`` event would reach a subscriber that is not silenced right now.
+
+    Called twice per job on the worker's hot path, so it is a plain loop: a
+    generator expression would allocate a generator on every call.
+    """
+    for silenced in _silencers[name]:  # noqa: SIM110 (any() would allocate a generator)
+        if silenced is None or not silenced():
+            return True
+    return False
 
 
 def publish(event: Event) -> None:

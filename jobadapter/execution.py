@@ -9,7 +9,7 @@ raises before any user code runs.
 `perform` is the shared core of ``Job.perform_now`` and of workers: it counts
 the execution, loads the arguments, runs the perform hooks and ``perform``,
 and applies the job's rescue rules to what it raised (ActiveJob semantics,
-DESIGN §1).
+see the guide's *Rescue rules*).
 """
 
 from __future__ import annotations
@@ -42,24 +42,37 @@ DISCARDED = "discarded"
 RESCUED = "rescued"
 EXHAUSTED = "exhausted"
 FAILED = "failed"
+DISCARDED_BY_OPERATOR = "discarded by an operator"
+"""Not performed: ``discard`` left a tombstone for a message the backend could not delete."""
 
 
-def execute(payload: str | bytes | Mapping[str, Any] | Envelope, adapter: Adapter) -> Job:
+def execute(
+    payload: str | bytes | Mapping[str, Any] | Envelope, adapter: Adapter, provider_job_id: str | None = None
+) -> Job:
     """Run the job a payload describes, as ``adapter``'s worker; returns the job.
 
     ``payload`` is the envelope's JSON text, or the JSON document already parsed
-    (brokers whose messages are JSON carry it as an object). Raises
+    (brokers whose messages are JSON carry it as an object). ``provider_job_id``
+    is the backend's id of the message (the job reads it in ``perform``, as in
+    Rails). Raises
     `InvalidEnvelope` or `UnknownJobError` for a payload that cannot be
     run, and the job's own error when it failed unhandled or exhausted its
     retries without ``on_exhausted``.
     """
     if isinstance(payload, Envelope):
         envelope = payload
-    elif isinstance(payload, Mapping):
-        envelope = from_document(payload)
-    else:
+    elif isinstance(payload, (str, bytes, bytearray)):
         envelope = decode(payload)
+    else:
+        # Any other parsed JSON (a mapping, or a list or number a broker decoded):
+        # from_document names what it is instead of failing with a TypeError.
+        envelope = from_document(payload)
     job = registry.lookup(envelope.job_class).from_envelope(envelope)
+    job.provider_job_id = provider_job_id
+    if adapter.discarded(envelope):
+        job.outcome = DISCARDED_BY_OPERATOR
+        _logger.info("Skipped %s (Job ID: %s): discarded by an operator", job.job_name, job.job_id)
+        return job
     perform(job, adapter)
     return job
 
@@ -68,6 +81,7 @@ def perform(job: Job, adapter: Adapter | None) -> Any:
     """Perform ``job`` once; ``adapter`` is where a retry goes (None: the job's own adapter)."""
     job.executions += 1
     job.outcome = None
+    job._run_by = adapter
     discard_hooks = _DiscardHooks(job)
     started = perf_counter()
     try:
@@ -80,20 +94,25 @@ def perform(job: Job, adapter: Adapter | None) -> Any:
         _publish_perform(job, adapter, started, aborted=True)
         return None
     except Exception as error:
-        _publish_perform(job, adapter, started, error=error)
+        # The perform event waits for the rescue decision: an error that retry_on,
+        # discard_on or rescue_from handled is not a failure (ActiveJob instruments
+        # perform around its rescue handlers, so a handled run reads "Performed").
         try:
             handled = _rescue(job, error, adapter, discard_hooks)
         except BaseException as raised:
             job.outcome = EXHAUSTED if job.outcome == EXHAUSTED else FAILED
+            _publish_perform(job, adapter, started, error=raised)
             discard_hooks.run(raised)
             raise
         if not handled:
             job.outcome = FAILED
+            _publish_perform(job, adapter, started, error=error)
             discard_hooks.run(error)
             raise
+        _publish_perform(job, adapter, started)
         return None
     job.outcome = PERFORMED
-    _publish_perform(job, adapter, started)
+    _publish_perform(job, adapter, started, result=result)
     return result
 
 
@@ -149,7 +168,11 @@ def _rescue(job: Job, error: Exception, adapter: Adapter | None, discard_hooks: 
         return True
     assert isinstance(rule, HandlerRule)
     job.outcome = RESCUED
-    getattr(job, rule.method_name)(matched)
+    job._handling = matched
+    try:
+        getattr(job, rule.method_name)(matched)  # may call retry_job, which makes it RETRIED
+    finally:
+        job._handling = None
     return True
 
 
@@ -160,7 +183,7 @@ def _retry_or_stop(
     count = job.exception_executions.get(key, 0) + 1
     job.exception_executions[key] = count
     if rule.should_retry(count):
-        retry(job, rule.delay(count), rule.queue, rule.priority, error, adapter)
+        retry(job, rule.delay(count, error), rule.queue, rule.priority, error, adapter)
         job.outcome = RETRIED
         return True
     job.outcome = EXHAUSTED
@@ -179,7 +202,7 @@ def retry(
     wait: float,
     queue: str | None,
     priority: int | None,
-    error: BaseException,
+    error: BaseException | None,
     adapter: Adapter | None,
 ) -> Job:
     """Re-enqueue ``job`` (same ``job_id``) after ``wait`` seconds, through its enqueue hooks.
@@ -229,11 +252,24 @@ def _publish_perform(
     *,
     error: BaseException | None = None,
     aborted: bool = False,
+    result: Any = None,
 ) -> None:
+    """The one ``perform`` event of an execution, published once its outcome is known.
+
+    ``error`` is set only when nothing handled it; a handled run is routine, so
+    it is not built while every subscriber is silenced.
+    """
     routine = error is None and not aborted
     if events.listening("perform") if routine else events.has_subscribers("perform"):
         events.publish(
             events.Event(
-                "perform", job, adapter, error=error, duration=perf_counter() - started, aborted=aborted
+                "perform",
+                job,
+                adapter,
+                error=error,
+                duration=perf_counter() - started,
+                aborted=aborted,
+                outcome=job.outcome,
+                result=result,
             )
         )

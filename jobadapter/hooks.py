@@ -71,7 +71,10 @@ class Halted(Exception):
 def run_chain(job: Job, stage: str, action: Callable[[], Any], *, run_after: bool = True) -> Any:
     """Run ``before_<stage>`` hooks, ``action`` wrapped in the ``around_<stage>`` hooks, then
     ``after_<stage>`` hooks (unless ``run_after`` is False: a bulk enqueue runs them once the
-    batch is accepted). Raises `Halted` when a before hook aborts."""
+    batch is accepted). Raises `Halted` when a before hook aborts.
+
+    Returns what ``action`` returned, whatever the around hooks return (as Rails' callbacks
+    return the wrapped block's value); None when an around hook never proceeded."""
     hooks = type(job)._hook_names
     befores = hooks[f"before_{stage}"]
     arounds = hooks[f"around_{stage}"]
@@ -83,14 +86,20 @@ def run_chain(job: Job, stage: str, action: Callable[[], Any], *, run_after: boo
             getattr(job, name)()
         except Abort as abort:
             raise Halted(name) from abort
-    call = action
+    produced: list[Any] = []
+
+    def innermost() -> Any:
+        produced.append(action())
+        return produced[-1]
+
+    call: Callable[[], Any] = innermost
     for name in reversed(arounds):
         call = _wrap(getattr(job, name), call)
-    result = call()
+    call()
     if run_after:
         for name in afters:
             getattr(job, name)()
-    return result
+    return produced[-1] if produced else None
 
 
 def run_after(job: Job, stage: str) -> None:

@@ -11,6 +11,7 @@ at the call site.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -21,11 +22,18 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from typing_extensions import ParamSpec, Self
 
 from jobadapter import config, events, execution, hooks, registry
-from jobadapter.adapters.base import Adapter, EnqueueRequest
+from jobadapter.adapters.base import Adapter, Capability, EnqueueRequest
 from jobadapter.arguments import deserialize_arguments, serialize_arguments
 from jobadapter.envelope import Envelope
-from jobadapter.errors import AdapterClosedError, ConfigurationError, EnqueueError
+from jobadapter.errors import (
+    AdapterClosedError,
+    ConfigurationError,
+    EnqueueError,
+    JobAdapterError,
+    JobFailedError,
+)
 from jobadapter.ids import new_job_id
+from jobadapter.operations import JobRecord, JobState, look_up
 from jobadapter.rescue import Rule, handler_rules
 
 P = ParamSpec("P")
@@ -104,7 +112,7 @@ class ConfiguredJob(Generic[P, J]):
 
 
 class Job:
-    """Subclass this and define ``perform``. See DESIGN §1 for the full semantics.
+    """Subclass this and define ``perform``. docs/guide.md has the full semantics.
 
     Class attributes: ``queue_as`` (a queue name, or a callable ``(job) -> str``;
     read once, when the class is defined), ``priority`` (int or None; a lower
@@ -120,6 +128,8 @@ class Job:
     log_arguments: ClassVar[bool] = True
     queue_adapter: ClassVar[str | None] = None
     job_name: ClassVar[str] = "jobadapter.job.Job"
+    store_result: ClassVar[bool] = False
+    """Keep what ``perform`` returns in the journal, for ``job.result()`` and ``lookup``."""
 
     _own_rules: ClassVar[tuple[Rule, ...]] = ()
     _hook_names: ClassVar[dict[str, tuple[str, ...]]] = {kind: () for kind in hooks.KINDS}
@@ -158,7 +168,12 @@ class Job:
         self.enqueue_error: EnqueueError | None = None
         self.outcome: str | None = None
         self._serialized_arguments: tuple[list[Any], dict[str, Any]] | None = None
+        self._stored_arguments: tuple[list[Any], dict[str, Any]] | None = None
         self._adapter_options: Mapping[str, Any] = _NO_OPTIONS
+        self._run_by: Adapter | None = None
+        """The adapter whose worker runs this execution (where `retry_job` publishes)."""
+        self._handling: BaseException | None = None
+        """The error a ``rescue_from`` handler of this job is handling (what `retry_job` names)."""
         queue_as = type(self)._queue_as
         self.queue_name: str = queue_as if type(queue_as) is str else self._resolve_queue_name()
 
@@ -213,6 +228,84 @@ class Job:
         options = EnqueueOptions.build(wait, wait_until, queue, priority, adapter_options)
         return ConfiguredJob(cls, options)  # type: ignore[arg-type]
 
+    @classmethod
+    def lookup(cls, job_id: str) -> JobRecord:
+        """The job with this id as its adapter and the journal know it.
+
+        The adapter's ``find`` says where the job is; the journal fills what the
+        adapter left unknown (timings, worker, outcome, result). Where the adapter
+        cannot look jobs up, the journal's row alone answers. Raises `JobNotFound`
+        when neither knows the id.
+        """
+        return look_up(config.adapter_for(cls), job_id)
+
+    def retry_job(
+        self,
+        *,
+        wait: float | timedelta | None = None,
+        wait_until: datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> Job:
+        """Enqueue this job again, same job_id and execution counts, as Rails' ``retry_job``
+        (the pattern ``rescue_from(E)`` then ``self.retry_job(wait=60)``). It goes through the
+        adapter running the job, with its native retry where it has one, as ``retry_on`` does;
+        the run then counts as retried. Returns the next attempt."""
+        if wait is not None and wait_until is not None:
+            raise ConfigurationError("give wait or wait_until, not both")
+        seconds = 0.0
+        if isinstance(wait, timedelta):
+            seconds = wait.total_seconds()
+        elif wait is not None:
+            seconds = float(wait)
+        elif wait_until is not None:
+            seconds = (wait_until - datetime.now(timezone.utc)).total_seconds()
+        if priority is not None:
+            _check_priority(priority, "retry_job priority")
+        attempt = execution.retry(self, max(seconds, 0.0), queue, priority, self._handling, self._run_by)
+        if self._handling is not None:
+            self.outcome = execution.RETRIED
+        return attempt
+
+    def result(self, timeout: float = 10.0) -> Any:
+        """Wait until this job finished and return what its ``perform`` returned (Celery's
+        ``AsyncResult.get()``). Needs ``store_result = True`` and a journal.
+
+        Raises `JobFailedError` naming the error if the job failed, `TimeoutError` if it
+        has not finished within ``timeout`` seconds. A job that finished without a return
+        value (discarded, rescued, halted by a hook) returns None.
+        """
+        from jobadapter import journal
+
+        if not type(self).store_result:
+            raise ConfigurationError(
+                f"{type(self).__qualname__} does not keep results: set store_result = True on the class"
+            )
+        active = journal.active()
+        if active is None:
+            raise ConfigurationError(
+                "results are kept in the journal, and none is configured: set JOBADAPTER_JOURNAL "
+                "or call jobadapter.journal.configure(url)"
+            )
+        deadline = time.monotonic() + timeout
+        active.flush(timeout)  # when this process ran the job, its rows may still be buffered
+        pause = 0.005
+        while True:
+            record = active.find(self.job_id)
+            if record is not None and record.state is JobState.FAILED:
+                error = record.error
+                raise JobFailedError(
+                    self.job_id, error.error_class if error else None, error.message if error else None
+                )
+            if record is not None and record.state is JobState.FINISHED:
+                return _result_of(record)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                shown = record.state.value if record is not None else "not yet journaled"
+                raise TimeoutError(f"job {self.job_id} did not finish within {timeout:g} s (it is {shown})")
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.1)
+
     # -- internals shared with execution.py and the adapters ---------------------------
 
     @classmethod
@@ -233,6 +326,7 @@ class Job:
         job.enqueue_error = None
         job.outcome = None
         job._serialized_arguments = (envelope.arguments, envelope.keyword_arguments)
+        job._stored_arguments = job._serialized_arguments
         job._adapter_options = _NO_OPTIONS
         return job
 
@@ -250,6 +344,8 @@ class Job:
             arguments, keyword_arguments = self._serialized_arguments
         else:
             arguments, keyword_arguments = serialize_arguments(self.arguments, self.keyword_arguments)
+        # Kept after the arguments load, so the journal records them without serializing again.
+        self._stored_arguments = (arguments, keyword_arguments)
         self.enqueued_at = datetime.now(timezone.utc)
         return Envelope(
             job_class=type(self).job_name,
@@ -307,12 +403,19 @@ class Job:
             self.enqueue_error = error
             _publish_enqueue(self, adapter, error=error)
             raise
+        except Exception as error:
+            # A hook's (or a check's) error propagates as it is, but is logged and published as a
+            # failed enqueue first, as Rails instruments whatever the enqueue block raised.
+            _publish_enqueue(self, adapter, error=error)
+            raise
         _publish_enqueue(self, adapter)
 
     def _prepare(self, adapter: Adapter) -> Envelope:
         """Check that ``adapter`` can take this job, then build its envelope."""
         if adapter.closed:
             raise AdapterClosedError(f"cannot enqueue {self.job_name}: the {adapter.name} adapter is closed")
+        if self.job_name.startswith("__main__.") and Capability.EXTERNAL_WORKER in adapter.capabilities:
+            raise ConfigurationError(_in_main_message(type(self), adapter))
         if self._adapter_options:
             adapter.check_options(self._adapter_options)
         return self.to_envelope()
@@ -329,16 +432,30 @@ class Job:
         self.successfully_enqueued = True
 
 
+def _in_main_message(job_class: type[Job], adapter: Adapter) -> str:
+    name = job_class.__qualname__
+    return (
+        f"cannot enqueue {name} to the {adapter.name} adapter: it is defined in the script being run "
+        f"(__main__), so its job name {job_class.job_name!r} names a class no worker process can import. "
+        f"Move {name} into a module that both this script and the worker import (the worker's --app), "
+        f"or give it an explicit job_name (a script that is its own worker can do that)"
+    )
+
+
 def perform_all_later(jobs: Iterable[Job]) -> int:
     """Enqueue many jobs, in one round trip per adapter where the backend allows.
 
     Unlike Rails' bulk path, each job's enqueue hooks run: ``before_enqueue``
     and ``around_enqueue`` run as the job joins the batch, ``after_enqueue``
     once the batch is accepted. Returns how many jobs were enqueued; raises
-    `EnqueueError` (after setting ``enqueue_error`` on the jobs concerned) when
-    an adapter rejects its batch.
+    `EnqueueError` when an adapter rejects its batch or is closed, after every
+    other adapter's batch was tried. Each job says its own result, as in Rails:
+    ``successfully_enqueued`` for the ones the backend took (those a failing
+    batch took before its failure too, where the backend can tell:
+    `EnqueueError.taken`), ``enqueue_error`` for the others.
     """
     batches: dict[int, tuple[Adapter, list[Job], list[EnqueueRequest]]] = {}
+    failure: EnqueueError | None = None
     for job in jobs:
         if not isinstance(job, Job):
             raise TypeError(f"perform_all_later takes Job instances, not {job!r}")
@@ -347,33 +464,36 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
         job.successfully_enqueued = False
         job.enqueue_error = None
         join = partial(_join_batch, job, adapter, requests, batch_jobs)
-        if not type(job)._has_enqueue_hooks:
-            join()
-            continue
         try:
-            hooks.run_chain(job, "enqueue", join, run_after=False)
+            if type(job)._has_enqueue_hooks:
+                hooks.run_chain(job, "enqueue", join, run_after=False)
+            else:
+                join()
         except hooks.Halted:
             _publish_enqueue(job, adapter, aborted=True)
+        except EnqueueError as error:  # a closed adapter: the other adapters' batches still go
+            job.enqueue_error = error
+            failure = failure or error
     enqueued = 0
-    failure: EnqueueError | None = None
     for adapter, batch_jobs, requests in batches.values():
         if not requests:
             continue
         try:
             provider_ids = adapter.enqueue_all(requests)
         except EnqueueError as error:
-            for job in batch_jobs:
+            provider_ids = error.taken or []
+            for job in batch_jobs[len(provider_ids) :]:
                 job.enqueue_error = error
             failure = failure or error
-            continue
-        for job, provider_id in zip(batch_jobs, provider_ids, strict=True):
+        taken = batch_jobs[: len(provider_ids)]
+        for job, provider_id in zip(taken, provider_ids, strict=True):
             job.provider_job_id = provider_id
             job.successfully_enqueued = True
             if type(job)._has_enqueue_hooks:
                 hooks.run_after(job, "enqueue")
-        enqueued += len(batch_jobs)
-        if events.listening("enqueue_all"):
-            events.publish(events.Event("enqueue_all", None, adapter, jobs=tuple(batch_jobs)))
+        enqueued += len(taken)
+        if taken and events.listening("enqueue_all"):
+            events.publish(events.Event("enqueue_all", None, adapter, jobs=tuple(taken)))
     if failure is not None:
         raise failure
     return enqueued
@@ -392,6 +512,17 @@ def _publish_enqueue(
     routine = error is None and not aborted
     if events.listening(name) if routine else events.has_subscribers(name):
         events.publish(events.Event(name, job, adapter, error=error, aborted=aborted))
+
+
+def _result_of(record: JobRecord) -> Any:
+    if record.has_result:
+        (value,), _ = deserialize_arguments([record.result], {})
+        return value
+    if record.outcome == execution.PERFORMED:
+        raise JobAdapterError(
+            f"job {record.job_id} performed, but its result could not be stored (the worker logged why)"
+        )
+    return None
 
 
 def _seconds(wait: object) -> float:

@@ -14,6 +14,7 @@ discard hooks) is the job's, see ``execution.py``.
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,11 +27,81 @@ if TYPE_CHECKING:
     pass
 
 ExceptionTypes = tuple[type[BaseException], ...]
-WaitStrategy = float | timedelta | Callable[[int], float] | Literal["polynomially_longer"]
+WaitStrategy = (
+    float
+    | timedelta
+    | Callable[[int], float]
+    | Callable[[int, BaseException], float]
+    | Literal["polynomially_longer", "exponentially_longer"]
+)
 Attempts = int | Literal["unlimited"]
 ErrorCallback = Callable[[Any, BaseException], object]
 RESCUE_ATTRIBUTE = "__jobadapter_rescue__"
 JobClass = TypeVar("JobClass", bound=type)
+
+
+Jitter = Literal["full", "half", "double"] | None
+_MAX_EXPONENT = 32
+
+
+@dataclass(frozen=True)
+class ExponentialBackoff:
+    """Wait ``base * 2**(n - 1)`` seconds before retry ``n``, at most ``cap``, as Celery's
+    ``retry_backoff`` and Dramatiq's ``Retries`` middleware do, jittered their way:
+
+    - ``"full"`` (Celery's ``retry_jitter=True``): a random whole number of seconds from 0 to
+      the delay (any value in between when ``base`` is not a whole number);
+    - ``"half"`` (Dramatiq 1's): from half the delay to the delay, to the millisecond;
+    - ``"double"`` (Dramatiq 2's): from the delay to twice it, to the millisecond, and from
+      half the cap to the cap where that passes the cap;
+    - ``None``: the delay itself.
+
+    Built by `exponentially_longer`; ``wait="exponentially_longer"`` is Celery's default
+    (``base=1, cap=600, jitter="full"``).
+    """
+
+    base: float = 1.0
+    cap: float = 600.0
+    jitter: Jitter = "full"
+
+    def __call__(self, count: int) -> float:
+        """Seconds before attempt ``count + 1`` (``count`` attempts have failed)."""
+        retries = min(max(count - 1, 0), _MAX_EXPONENT)
+        if self.jitter == "double":
+            cap_ms = self.cap * 1000
+            drawn_ms = int(self.base * 1000 * 2**retries * random.uniform(1, 2))
+            if drawn_ms > cap_ms:
+                drawn_ms = int(cap_ms * random.uniform(0.5, 1))
+            return drawn_ms / 1000
+        delay = min(self.cap, self.base * 2**retries)
+        if self.jitter == "full":
+            if float(delay).is_integer():
+                return float(random.randrange(int(delay) + 1))  # as Celery draws it
+            return random.uniform(0, delay)
+        if self.jitter == "half":
+            half_ms = delay * 1000 / 2
+            return int(half_ms + random.uniform(0, half_ms)) / 1000  # as Dramatiq draws it, in ms
+        return float(delay)
+
+
+def exponentially_longer(
+    base: float = 1.0, cap: float = 600.0, jitter: Jitter = "full"
+) -> ExponentialBackoff:
+    """An exponential ``retry_on`` wait: Celery's ``retry_backoff=base, retry_backoff_max=cap``
+    (``jitter="full"`` or None) or Dramatiq's ``min_backoff``/``max_backoff`` in seconds
+    (``jitter="half"`` for Dramatiq 1, ``"double"`` for Dramatiq 2). See `ExponentialBackoff`."""
+    for name, value in (("base", base), ("cap", cap)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigurationError(f"exponentially_longer {name} must be a number >= 0, not {value!r}")
+    if jitter not in ("full", "half", "double", None):
+        raise ConfigurationError(
+            f"exponentially_longer jitter must be 'full', 'half', 'double' or None, not {jitter!r}"
+        )
+    return ExponentialBackoff(float(base), float(cap), jitter)
+
+
+CELERY_BACKOFF = ExponentialBackoff()
+"""``wait="exponentially_longer"``: Celery's ``retry_backoff=True`` with its defaults."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +124,8 @@ class RetryRule(Rule):
     priority: int | None
     jitter: float
     on_exhausted: ErrorCallback | None
+    wait_takes_error: bool = False
+    """Whether a callable ``wait`` is ``(executions, error)`` rather than ``(executions)``."""
 
     @property
     def counter_key(self) -> str:
@@ -67,17 +140,22 @@ class RetryRule(Rule):
     def should_retry(self, count: int) -> bool:
         return self.attempts == "unlimited" or count < self.attempts
 
-    def delay(self, count: int) -> float:
-        """Seconds to wait before attempt ``count + 1`` (``count`` attempts have failed)."""
+    def delay(self, count: int, error: BaseException | None = None) -> float:
+        """Seconds to wait before attempt ``count + 1`` (``count`` attempts have failed, the
+        last with ``error``)."""
         wait = self.wait
         if wait == "polynomially_longer":
             base = float(count**4)
             return base + self._jitter(base) + 2
+        if wait == "exponentially_longer":
+            return CELERY_BACKOFF(count)
         if isinstance(wait, timedelta):
             base = wait.total_seconds()
             return base + self._jitter(base)
         if callable(wait):
-            return float(wait(count))
+            if self.wait_takes_error:
+                return float(wait(count, error))  # type: ignore[call-arg, arg-type]
+            return float(wait(count))  # type: ignore[call-arg]
         base = float(wait)
         return base + self._jitter(base)
 
@@ -110,21 +188,31 @@ def retry_on(
 ) -> Callable[[JobClass], JobClass]:
     """Retry the job when it raises one of ``exceptions``.
 
-    ``wait`` is seconds, a timedelta, a callable ``(executions) -> seconds`` or
-    ``"polynomially_longer"`` (``executions**4 + 2`` s). Jitter adds up to
-    ``jitter * delay`` to numeric and polynomial delays, never to a callable's.
+    ``wait`` is seconds, a timedelta, a callable ``(executions) -> seconds``,
+    ``"polynomially_longer"`` (``executions**4 + 2`` s, as Rails) or
+    ``"exponentially_longer"`` (Celery's ``retry_backoff``: 1, 2, 4… s up to 600,
+    full jitter; `exponentially_longer` builds other bases, caps and jitters).
+    ``jitter`` adds up to ``jitter * delay`` to numeric and polynomial delays,
+    never to a callable's or an exponential one's (they jitter their own way).
     Once ``attempts`` executions have failed, ``on_exhausted(job, error)`` runs
     if given (the job then counts as handled) and the ``after_discard`` hooks
     run; without ``on_exhausted`` the error is raised to the backend.
     """
-    _check_wait(wait)
+    takes_error = _check_wait(wait)
     if attempts != "unlimited" and (type(attempts) is not int or attempts < 1):
         raise ConfigurationError(f"retry_on attempts must be an int >= 1 or 'unlimited', not {attempts!r}")
     if not isinstance(jitter, (int, float)) or jitter < 0:
         raise ConfigurationError(f"retry_on jitter must be a number >= 0, not {jitter!r}")
     _check_queue_and_priority(queue, priority)
     rule = RetryRule(
-        _exception_types(exceptions), wait, attempts, queue, priority, float(jitter), on_exhausted
+        _exception_types(exceptions),
+        wait,
+        attempts,
+        queue,
+        priority,
+        float(jitter),
+        on_exhausted,
+        takes_error,
     )
     return _declare(rule)
 
@@ -188,21 +276,52 @@ def _exception_types(exceptions: tuple[type[BaseException], ...]) -> ExceptionTy
     for exception in exceptions:
         if not (isinstance(exception, type) and issubclass(exception, BaseException)):
             raise ConfigurationError(f"{exception!r} is not an exception class")
+        if not issubclass(exception, Exception):
+            # perform catches Exception only: KeyboardInterrupt, SystemExit and GeneratorExit must
+            # stop the worker, so a rule for them could never run. Refused, not silently ignored.
+            raise ConfigurationError(
+                f"{exception.__qualname__} is not an Exception subclass: a job's errors are "
+                "Exceptions, and BaseException-only classes (KeyboardInterrupt, SystemExit, "
+                "GeneratorExit) always propagate"
+            )
     return exceptions
 
 
-def _check_wait(wait: object) -> None:
-    if wait == "polynomially_longer" or isinstance(wait, timedelta) or callable(wait):
+def _check_wait(wait: object) -> bool:
+    """Refuse a wait that cannot work; whether a callable one takes the error too."""
+    if callable(wait):
+        return _takes_error(wait)
+    if wait in ("polynomially_longer", "exponentially_longer") or isinstance(wait, timedelta):
         if isinstance(wait, timedelta) and wait.total_seconds() < 0:
             raise ConfigurationError(f"retry_on wait must not be negative, not {wait!r}")
-        return
+        return False
     if isinstance(wait, bool) or not isinstance(wait, (int, float)):
         raise ConfigurationError(
-            "retry_on wait must be seconds, a timedelta, a callable (executions) -> seconds "
-            f"or 'polynomially_longer', not {wait!r}"
+            "retry_on wait must be seconds, a timedelta, a callable (executions) -> seconds, "
+            f"'polynomially_longer' or 'exponentially_longer', not {wait!r}"
         )
     if wait < 0:
         raise ConfigurationError(f"retry_on wait must not be negative, not {wait!r}")
+    return False
+
+
+def _takes_error(wait: Callable[..., Any]) -> bool:
+    """Whether ``wait`` is called ``(executions, error)`` (as Rails' two-argument lambda) or
+    ``(executions)``; a callable that can be called neither way is refused now, not when the
+    first retry is decided."""
+    try:
+        signature = inspect.signature(wait)
+    except (TypeError, ValueError):
+        return False  # a builtin without a signature: called with the executions only
+    for arguments, takes_error in (((1,), False), ((1, ValueError()), True)):
+        try:
+            signature.bind(*arguments)
+        except TypeError:
+            continue
+        return takes_error
+    raise ConfigurationError(
+        f"retry_on wait {wait!r} must take (executions) or (executions, error), not {signature}"
+    )
 
 
 def _check_queue_and_priority(queue: object, priority: object) -> None:

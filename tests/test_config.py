@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from jobadapter import ConfigurationError, Job, config
@@ -96,3 +101,49 @@ def test_configure_app_sets_the_global_id_app_name() -> None:
         assert locators.app_name() == "shop"
     finally:
         locators.set_app_name("jobadapter")
+
+
+def test_the_install_hint_from_a_clone_works_in_a_fresh_venv(tmp_path: Path) -> None:
+    """A clone's adapters are not on the package index: the hint's clone command must install
+    one into a venv that has only the core, and that venv must then build the adapter."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    root = Path(config.__file__).resolve().parent.parent
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "-e", str(root)], check=True, timeout=300, capture_output=True)
+    build = "from jobadapter import config; config.build_adapter('rq+redis://127.0.0.1:1/0'); print('built')"
+    refused = subprocess.run([python, "-c", build], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    hint = re.search(r"from this clone: (pip install [^)]*)\)", refused.stderr)
+    assert hint is not None, refused.stderr[-2000:]
+    command = hint.group(1).split()
+    assert command[:2] == ["pip", "install"]
+    subprocess.run([*pip, *command[2:]], check=True, timeout=300, capture_output=True)
+    built = subprocess.run([python, "-c", build], capture_output=True, text=True, timeout=60)
+    assert built.stdout.strip() == "built", built.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("text", "target", "without_ours"),
+    [
+        ("huey+sqlite:////tmp/q.db?ours=1", "sqlite:////tmp/q.db?ours=1", "sqlite:////tmp/q.db"),
+        ("x+sqlite:///relative.db", "sqlite:///relative.db", "sqlite:///relative.db"),
+        (
+            "rq+unix:///run/redis.sock?db=2&ours=1",
+            "unix:///run/redis.sock?db=2&ours=1",
+            "unix:///run/redis.sock?db=2",
+        ),
+        ("rq+redis://[::1]:6379/0", "redis://[::1]:6379/0", "redis://[::1]:6379/0"),
+        (
+            "celery+amqp://u:p%40ss@h:5672//?ours=1&heartbeat=",
+            "amqp://u:p%40ss@h:5672//?ours=1&heartbeat=",
+            "amqp://u:p%40ss@h:5672//?heartbeat=",
+        ),
+    ],
+)
+def test_the_transport_url_is_kept_as_written(text: str, target: str, without_ours: str) -> None:
+    """File paths, sockets and IPv6 hosts pass through to the backend's client untouched."""
+    parsed = AdapterURL.parse(text)
+    assert parsed.target == target
+    assert parsed.target_without({"ours"}) == without_ours

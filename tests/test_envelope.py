@@ -70,9 +70,19 @@ def test_scheduled_at_and_priority_round_trip() -> None:
         (json.dumps(_document(exception_executions={"x": "2"})), "must be a count"),
         (json.dumps(_document(job_class="")), "'job_class' must not be empty"),
         (json.dumps(_document(enqueued_at="yesterday")), "'enqueued_at' must look like"),
+        ("[" * 10_000 + "]" * 10_000, "nests JSON too deeply"),
     ],
 )
 def test_invalid_payloads_are_refused_with_the_reason(payload: str | bytes, reason: str) -> None:
     with pytest.raises(InvalidEnvelope) as raised:
         decode(payload)
     assert reason in str(raised.value)
+
+
+@pytest.mark.parametrize(("document", "kind"), [(["job", 1], "list"), (7, "int"), (2.5, "float")])
+def test_execute_refuses_a_parsed_document_that_is_not_an_object(document: object, kind: str) -> None:
+    """Brokers that decode JSON themselves hand over whatever the JSON was."""
+    from jobadapter.execution import execute
+
+    with pytest.raises(InvalidEnvelope, match=f"payload is a JSON {kind}, not an object"):
+        execute(document, None)  # type: ignore[arg-type]

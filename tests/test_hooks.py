@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from jobadapter import (
     Abort,
@@ -12,6 +15,7 @@ from jobadapter import (
     around_perform,
     before_enqueue,
     before_perform,
+    events,
 )
 from jobadapter.testing import JobRecorder
 
@@ -148,3 +152,46 @@ def test_around_perform_that_does_not_proceed_skips_perform(jobs: JobRecorder) -
     Skipping.perform_later()
     jobs.perform_enqueued()
     assert ORDER == ["skipped"]
+
+
+def test_perform_now_returns_performs_value_through_around_hooks() -> None:
+    # Rails: activejob/test/cases/callbacks_test.rb ("perform around_callbacks"), where
+    # perform_now's value is the wrapped block's: an around hook's own return value is ignored.
+    class Wrapped(Job):
+        @around_perform
+        def outer(self, proceed: Callable[[], Any]) -> None:
+            proceed()
+
+        @around_perform
+        def inner(self, proceed: Callable[[], Any]) -> str:
+            proceed()
+            return "the hook's own value"
+
+        def perform(self) -> int:
+            return 123
+
+    assert Wrapped.perform_now() == 123
+
+
+def test_an_error_in_before_enqueue_is_logged_and_published_then_raised(
+    jobs: JobRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Rails: activejob/test/cases/logging_test.rb, test_enqueue_job_log_error_when_callback_chain_raises
+    # ("Failed enqueuing ... to Adapter(queue): ErrorClass (message)").
+    class Refusing(Job):
+        @before_enqueue
+        def refuse(self) -> None:
+            raise ValueError("not today")
+
+        def perform(self) -> None: ...
+
+    seen: list[events.Event] = []
+    unsubscribe = events.subscribe("enqueue", seen.append)
+    try:
+        with caplog.at_level(logging.INFO, logger="jobadapter"), pytest.raises(ValueError, match="not today"):
+            Refusing.perform_later()
+    finally:
+        unsubscribe()
+    assert [type(event.error) for event in seen] == [ValueError]
+    assert f"Failed enqueuing {Refusing.__qualname__} to Test(default): ValueError (not today)" in caplog.text
+    assert jobs.enqueued == []

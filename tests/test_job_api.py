@@ -18,6 +18,7 @@ from jobadapter import (
     config,
     perform_all_later,
 )
+from jobadapter.adapters.base import Adapter
 from jobadapter.testing import JobRecorder
 from tests.jobs_for_tests import LOG, AsyncRecordingJob, RecordingJob
 
@@ -198,6 +199,51 @@ def test_perform_all_later_marks_jobs_and_raises_when_the_backend_refuses() -> N
         perform_all_later(batch)
     assert all(not j.successfully_enqueued and isinstance(j.enqueue_error, EnqueueError) for j in batch)
     assert EnqueueRequest  # the request type adapters receive is public
+
+
+def test_perform_all_later_marks_each_job_by_its_own_result() -> None:
+    # Rails: activejob/test/cases/queuing_test.rb, "perform_all_later ... successfully_enqueued"
+    # per job: a job the backend took before the batch failed is enqueued, not failed.
+    from jobadapter.adapters.test import TestAdapter
+
+    class SecondFails(TestAdapter):
+        def enqueue(self, envelope: Any, options: Any) -> str | None:
+            if envelope.arguments == [2]:
+                raise EnqueueError("the broker went away")
+            return super().enqueue(envelope, options)
+
+        def enqueue_all(self, requests: Any) -> list[str | None]:
+            return Adapter.enqueue_all(self, requests)  # the default: one publish per job
+
+    adapter = SecondFails()
+    batch = [ReportJob(1), ReportJob(2), ReportJob(3)]
+    with config.override(adapter), pytest.raises(EnqueueError, match="went away") as raised:
+        perform_all_later(batch)
+    assert raised.value.taken == [batch[0].provider_job_id] and batch[0].provider_job_id is not None
+    assert [job.successfully_enqueued for job in batch] == [True, False, False]
+    assert batch[0].enqueue_error is None
+    assert all(job.enqueue_error is raised.value for job in batch[1:])
+
+
+def test_perform_all_later_tries_every_adapter_when_one_is_closed() -> None:
+    from jobadapter.adapters.test import TestAdapter
+
+    class Elsewhere(Job):
+        queue_adapter = "closed-one"
+
+        def perform(self) -> None: ...
+
+    config.configure(url="inline://", name="closed-one").close()
+    recorder = config.configure(url="test://")
+    assert isinstance(recorder, TestAdapter)
+    try:
+        lost, kept = Elsewhere(), ReportJob(9)
+        with pytest.raises(AdapterClosedError):
+            perform_all_later([lost, kept])
+        assert kept.successfully_enqueued and [e.job_id for e in recorder.pending] == [kept.job_id]
+        assert isinstance(lost.enqueue_error, AdapterClosedError) and not lost.successfully_enqueued
+    finally:
+        config.reset()
 
 
 def test_decimal_and_datetime_arguments_survive_the_test_adapter(jobs: JobRecorder) -> None:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from jobadapter import (
     RecordNotFound,
     after_discard,
     discard_on,
+    exponentially_longer,
     rescue_from,
     retry_on,
 )
@@ -130,6 +131,36 @@ def test_wait_strategies() -> None:
     assert all(10 <= d <= 11.5 for d in jittered) and len(set(jittered)) > 100
     poly = [rule("polynomially_longer", jitter=0.15).delay(2) for _ in range(200)]
     assert all(18 <= d <= 18 + 16 * 0.15 for d in poly) and max(poly) > 19.5
+
+
+class RetryAfter(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"come back in {seconds} s")
+        self.seconds = seconds
+
+
+def test_a_wait_can_take_the_error(jobs: JobRecorder) -> None:
+    # Rails: activejob/test/cases/exceptions_test.rb, "custom wait retrying with exception":
+    # retry_on ..., wait: ->(executions, error) { ... } reads the delay off the error.
+    @retry_on(RetryAfter, wait=lambda executions, error: error.seconds * executions, attempts=3, jitter=0)
+    class Throttled(Job):
+        def perform(self) -> None:
+            if self.executions == 1:
+                raise RetryAfter(42)
+
+    started = datetime.now(timezone.utc)
+    Throttled.perform_later()
+    jobs.perform_enqueued()
+    retried = jobs.enqueued[-1]  # the retry, after the first enqueue
+    assert retried.scheduled_at is not None
+    assert 41 <= (retried.scheduled_at - started).total_seconds() <= 43
+
+
+def test_a_wait_that_cannot_be_called_either_way_is_refused_when_declared() -> None:
+    with pytest.raises(ConfigurationError, match=r"must take \(executions\) or \(executions, error\)"):
+        retry_on(Flaky, wait=lambda: 3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="must take"):
+        retry_on(Flaky, wait=lambda executions, error, extra: 3)  # type: ignore[arg-type]
 
 
 def test_unlimited_attempts_keep_retrying(jobs: JobRecorder) -> None:
@@ -297,3 +328,90 @@ def test_declarations_need_exception_classes() -> None:
         discard_on()
     with pytest.raises(ConfigurationError, match="is not an exception class"):
         retry_on("Flaky")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("declare", [retry_on, discard_on, rescue_from], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit, GeneratorExit])
+def test_a_rule_for_a_base_exception_that_could_never_run_is_refused(declare: Any, error: type) -> None:
+    # Rails rescues StandardError only (activejob/test/cases/exceptions_test.rb); here perform
+    # catches Exception, so a declaration for a BaseException-only class is refused at once
+    # instead of being accepted and never honoured.
+    with pytest.raises(ConfigurationError, match=f"{error.__name__} is not an Exception subclass"):
+        declare(error)
+
+
+def test_exponentially_longer_is_celerys_retry_backoff_draw_for_draw() -> None:
+    """wait="exponentially_longer" is Celery's autoretry with retry_backoff=True (base 1 s, cap
+    600 s, full jitter): the same seed gives the same countdowns as Celery's own function."""
+    from celery.utils.time import get_exponential_backoff_interval  # type: ignore[import-untyped]
+
+    rule = RetryRule((ValueError,), "exponentially_longer", 30, None, None, 0.15, None)
+    for count in range(1, 16):  # count attempts failed: Celery's request.retries is count - 1
+        random.seed(count)
+        ours = rule.delay(count)
+        random.seed(count)
+        assert ours == get_exponential_backoff_interval(1, count - 1, 600, True)
+    plain = exponentially_longer(base=5, cap=300, jitter=None)
+    assert [plain(count) for count in range(1, 9)] == [5, 10, 20, 40, 80, 160, 300, 300]
+    assert [get_exponential_backoff_interval(5, n, 300, False) for n in range(8)] == [
+        plain(n + 1) for n in range(8)
+    ]
+
+
+def test_exponentially_longer_is_the_installed_dramatiqs_retries_middleware() -> None:
+    """Dramatiq's defaults (min_backoff 15 s, max_backoff 7 days) with its jitter: "half" on
+    Dramatiq 1, "double" on Dramatiq 2, draw for draw."""
+    import dramatiq
+    from dramatiq.common import compute_backoff
+
+    jitter = "double" if int(dramatiq.__version__.split(".")[0]) >= 2 else "half"
+    dramatiq_like = exponentially_longer(base=15, cap=7 * 86400, jitter=jitter)
+    for count in range(1, 30):  # past the cap: 15 * 2**15 s is more than 7 days
+        random.seed(count)
+        ours = dramatiq_like(count)
+        random.seed(count)
+        _, theirs_ms = compute_backoff(count - 1, factor=15_000, max_backoff=7 * 86400 * 1000)
+        assert ours == theirs_ms / 1000
+    half = exponentially_longer(base=15, cap=7 * 86400, jitter="half")
+    double = exponentially_longer(base=15, cap=7 * 86400, jitter="double")
+    assert 7.5 <= half(1) <= 15 and 15 <= half(2) <= 30
+    assert 15 <= double(1) <= 30 and 30 <= double(2) <= 60
+
+
+def test_exponentially_longer_refuses_what_it_cannot_mean() -> None:
+    with pytest.raises(ConfigurationError, match="cap must be a number"):
+        exponentially_longer(cap=-1)
+    with pytest.raises(ConfigurationError, match="jitter must be 'full', 'half', 'double' or None"):
+        exponentially_longer(jitter="equal")  # type: ignore[arg-type]
+
+
+def test_retry_job_from_a_rescue_handler_enqueues_the_job_again(
+    jobs: JobRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Rails: activejob/test/cases/exceptions_test.rb and test/jobs/retry_job.rb's pattern
+    # `rescue_from(E) { retry_job(wait: …) }`: the same job, executions kept, and the run counts
+    # as retried (a "Retrying …" line), not as rescued.
+    class Polite(Job):
+        @rescue_from(Flaky)
+        def later(self, error: Flaky) -> None:
+            self.retry_job(wait=timedelta(minutes=5), queue="later", priority=3)
+
+        def perform(self) -> None:
+            if self.executions == 1:
+                raise Flaky("busy")
+
+    started = datetime.now(timezone.utc)
+    with caplog.at_level("INFO", logger="jobadapter"):
+        first = Polite.perform_later()
+        jobs.perform_enqueued()
+    retried = jobs.enqueued[1]
+    assert (retried.job_id, retried.executions, retried.queue_name, retried.priority) == (
+        first.job_id,
+        1,
+        "later",
+        3,
+    )
+    assert retried.scheduled_at is not None
+    assert 299 <= (retried.scheduled_at - started).total_seconds() <= 301
+    assert jobs.performed[0].outcome == "retried"
+    assert "after 1 attempts in 300 seconds, due to a Flaky (busy)." in caplog.text

@@ -85,3 +85,57 @@ def test_the_fixture_is_registered_through_pytest11(pytester: pytest.Pytester) -
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
+
+
+# Rails: activejob/test/cases/test_helper_test.rb, EnqueuedJobsTest and PerformedJobsTest.
+
+
+def test_assert_enqueued_jobs_with_only_and_except(jobs: JobRecorder) -> None:
+    # test_assert_enqueued_jobs_with_only_option / _with_except_option / _with_only_and_queue_option
+    WelcomeJob.perform_later(1)
+    WelcomeJob.perform_later(2)
+    FollowUpJob.perform_later(3)
+    assert len(jobs.assert_enqueued_jobs(3)) == 3
+    jobs.assert_enqueued_jobs(2, only=WelcomeJob)
+    jobs.assert_enqueued_jobs(1, except_=WelcomeJob)
+    jobs.assert_enqueued_jobs(3, only=[WelcomeJob, FollowUpJob])
+    jobs.assert_enqueued_jobs(1, only=lambda job: job.arguments == [2])
+    jobs.assert_enqueued_jobs(1, only=FollowUpJob, queue="later")
+    jobs.assert_no_enqueued_jobs(only=WelcomeJob, queue="later")
+    with pytest.raises(AssertionError, match="expected 1 job"):
+        jobs.assert_enqueued_jobs(1, only=WelcomeJob)
+
+
+def test_block_forms_count_only_what_the_block_did(jobs: JobRecorder) -> None:
+    # test_assert_enqueued_jobs_with_block / test_assert_performed_jobs_with_block
+    WelcomeJob.perform_later(1)
+    with jobs.assert_enqueues(2, only=WelcomeJob):
+        WelcomeJob.perform_later(2)
+        WelcomeJob.perform_later(3)
+        FollowUpJob.perform_later(4)
+    with pytest.raises(AssertionError, match="expected 1 job"), jobs.assert_enqueues(1):
+        pass
+    with jobs.assert_performs(1, only=FollowUpJob):
+        jobs.perform_enqueued()
+
+
+def test_args_may_be_a_predicate(jobs: JobRecorder) -> None:
+    # test_assert_enqueued_with_with_proc_args (a proc receives the job's arguments)
+    WelcomeJob.perform_later(7, lang="fr")
+    jobs.assert_enqueued(WelcomeJob, args=lambda args: args[0] > 5)
+    with pytest.raises(AssertionError):
+        jobs.assert_enqueued(WelcomeJob, args=lambda args: args[0] > 10)
+
+
+def test_perform_enqueued_with_only_except_and_at(jobs: JobRecorder) -> None:
+    # test_perform_enqueued_jobs_with_only / _with_except / _with_at
+    now = datetime.now(timezone.utc)
+    WelcomeJob.perform_later(1)
+    FollowUpJob.set(wait=60).perform_later(2)
+    FollowUpJob.set(wait=3600).perform_later(3)
+    ran = jobs.perform_enqueued(except_=WelcomeJob, at=now + timedelta(minutes=5))
+    assert [(type(job), job.arguments) for job in ran] == [(FollowUpJob, [2])]
+    assert [e.arguments for e in jobs.adapter.pending] == [[1], [3]]  # still waiting
+    assert [job.arguments for job in jobs.perform_enqueued(only=WelcomeJob)] == [[1]]
+    jobs.assert_performed_jobs(2)
+    jobs.assert_no_performed_jobs(only=lambda job: job.arguments == [3])

@@ -13,12 +13,15 @@ native primitive where one fits. The contract is deliberately narrow:
   core decided to retry; the default publishes like ``enqueue_at``. A backend
   with a native retry (Celery's ``task.retry``) overrides it.
 - ``run_worker(queues, concurrency, burst)`` runs the backend's own worker in
-  this process, calling `jobadapter.execution.execute(payload, adapter)` for
-  each message. ``execute`` raises when the job failed for good (or the payload
-  is not a runnable envelope): the worker records that in its failed store.
+  this process (``queues=None`` means `jobadapter.registry.declared_queues`:
+  ``default`` and every queue the registered job classes declare), calling
+  `jobadapter.execution.execute(payload, adapter)` for each message.
+  ``execute`` raises when the job failed for good (or the payload is not a
+  runnable envelope): the worker records that in its failed store.
 - ``close()``; and, optionally, inspection: ``queue_sizes``, ``scheduled``,
   ``failed`` and ``status(job_id)``; ``enqueue_payload`` (publish raw bytes, for
-  the conformance suite's poison-payload scenarios) and ``purge(queue_names)``.
+  the conformance suite's poison-payload scenarios) and ``purge(queue_names)``;
+  ``hostile_messages()`` (malformed backend-level messages, for the fault suite).
 - ``capabilities``: the features the adapter supports, from `Capability`. The
   conformance suite runs a scenario only when its capability is declared and
   reports the rest as unsupported; ``notes`` say how each feature is mapped.
@@ -30,16 +33,31 @@ the URL's scheme (the part before ``+``).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from types import MappingProxyType
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from jobadapter.envelope import Envelope
-from jobadapter.errors import ConfigurationError
+from jobadapter.errors import ConfigurationError, EnqueueError, JobAdapterError
+from jobadapter.operations import (
+    EVERY_JOB,
+    JobError,
+    JobFilter,
+    JobNotFound,
+    JobRecord,
+    JobState,
+    OperationUnsupported,
+    QueueInfo,
+)
+
+if TYPE_CHECKING:
+    from jobadapter.faults.hostile import HostileMessage
+    from jobadapter.migrate.ledger import Ledger
 
 
 class Capability(str, Enum):
@@ -61,10 +79,47 @@ class Capability(str, Enum):
     """A job whose worker died mid-run is run again by another worker."""
     GRACEFUL_SHUTDOWN = "graceful_shutdown"
     """SIGTERM lets running jobs finish (or returns them to the queue)."""
+    # The operations contract (`jobadapter.operations`).
+    INSPECT = "inspect"
+    """``queues()``, ``jobs(state)`` for every `JobState`, and ``find(job_id)``."""
+    RETRY = "retry"
+    """``retry``/``retry_all``: a failed job runs again, with the same job_id."""
+    DISCARD = "discard"
+    """``discard``/``discard_all``: a pending, scheduled or failed job is removed and never runs."""
+    RUN_NOW = "run_now"
+    """``run_now``: a scheduled job becomes due at once."""
+    PAUSE = "pause"
+    """``pause``/``resume``: every worker stops taking a queue's jobs within `PAUSE_BOUND` seconds."""
+    # Moving jobs between backends (`jobadapter.migrate`).
+    MIGRATE_FROM = "migrate_from"
+    """``jobadapter migrate`` can take jobs from it: ``jobs(state)`` lists pending, scheduled and
+    failed jobs with their whole envelopes (non-jobadapter messages as records without one),
+    ``discard`` deletes one for good, and ``running_workers`` says who still consumes a queue."""
+    MIGRATE_TO = "migrate_to"
+    """``jobadapter migrate`` can put jobs into it: ``enqueue_all`` keeps each envelope as it is
+    (job_id, scheduled time, counts), and ``enqueue_failed`` files a failed job, with its error,
+    straight into the failed store, where ``retry`` finds it."""
 
 
+JOB_CAPABILITIES: frozenset[Capability] = frozenset(
+    {
+        Capability.EXTERNAL_WORKER,
+        Capability.DELAYED,
+        Capability.QUEUES,
+        Capability.PRIORITY,
+        Capability.BULK,
+        Capability.FAILED_STORE,
+        Capability.AT_LEAST_ONCE,
+        Capability.GRACEFUL_SHUTDOWN,
+    }
+)
+"""The features of running jobs."""
+OPERATION_CAPABILITIES: frozenset[Capability] = frozenset(Capability) - JOB_CAPABILITIES
+"""The features of operating them afterwards."""
 EVERY_CAPABILITY: frozenset[Capability] = frozenset(Capability)
 """What a full-featured backend adapter declares (less what its broker cannot do)."""
+PAUSE_BOUND = 2.0
+"""Seconds within which every running worker stops taking a paused queue's jobs."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +145,9 @@ class AdapterURL:
         if not scheme:
             raise ConfigurationError(f"adapter URL {redact(text)!r} has no scheme")
         adapter, _, transport = scheme.partition("+")
-        target = urlunsplit((transport, parts.netloc, parts.path, parts.query, "")) if transport else ""
+        # The transport URL is the text after "adapter+", as written: rebuilding it from its parts
+        # would turn sqlite:////abs/path into sqlite://abs/path (a host).
+        target = text[len(adapter) + 1 :].partition("#")[0] if transport else ""
         return cls(text, adapter, transport or None, target, dict(parse_qsl(parts.query)))
 
     @property
@@ -101,9 +158,9 @@ class AdapterURL:
     def target_without(self, names: Collection[str]) -> str:
         """``target`` without the query options ``names`` (the adapter's own), as the backend's
         client should see it; the transport's own options stay."""
-        parts = urlsplit(self.target)
-        kept = [(key, value) for key, value in parse_qsl(parts.query) if key not in names]
-        return urlunsplit(parts._replace(query=urlencode(kept)))
+        base, _, query = self.target.partition("?")
+        kept = [(key, value) for key, value in parse_qsl(query, keep_blank_values=True) if key not in names]
+        return f"{base}?{urlencode(kept)}" if kept else base
 
 
 def option_number(adapter: str, name: str, value: object, default: float, *, whole: bool = False) -> float:
@@ -157,6 +214,9 @@ class Adapter:
     def __init__(self, url: AdapterURL, **options: Any) -> None:
         self.url = url
         self.closed = False
+        self.published_batches = 0
+        """Batches ``enqueue_all`` published in one round trip or one transaction. An adapter that
+        declares `Capability.BULK` adds one per such batch; the conformance suite reads it."""
         if options:
             raise ConfigurationError(
                 f"the {self.name} adapter takes no option(s) {', '.join(sorted(options))}"
@@ -179,12 +239,18 @@ class Adapter:
         raise NotImplementedError
 
     def enqueue_all(self, requests: Sequence[EnqueueRequest]) -> list[str | None]:
-        return [
-            self.enqueue(r.envelope, r.options)
-            if r.envelope.scheduled_at is None
-            else self.enqueue_at(r.envelope, r.envelope.scheduled_at, r.options)
-            for r in requests
-        ]
+        """One publish per job; a failure says which leading jobs were taken (`EnqueueError.taken`)."""
+        taken: list[str | None] = []
+        for r in requests:
+            try:
+                if r.envelope.scheduled_at is None:
+                    taken.append(self.enqueue(r.envelope, r.options))
+                else:
+                    taken.append(self.enqueue_at(r.envelope, r.envelope.scheduled_at, r.options))
+            except EnqueueError as error:
+                error.taken = taken  # the jobs before this one are in the queue
+                raise
+        return taken
 
     def schedule_retry(
         self, envelope: Envelope, at: datetime | None, options: Mapping[str, Any]
@@ -192,6 +258,53 @@ class Adapter:
         if at is None:
             return self.enqueue(envelope, options)
         return self.enqueue_at(envelope, at, options)
+
+    def enqueue_failed(self, envelopes: Sequence[tuple[Envelope, JobError]]) -> None:
+        """File these jobs straight into the failed store, each with its error, as if they had
+        failed here: ``jobs(FAILED)`` lists them and ``retry`` runs them again with their
+        job_id. ``jobadapter migrate`` moves failed jobs with it (`Capability.MIGRATE_TO`).
+        Raises `EnqueueError` when the backend did not take them all."""
+        raise self._unsupported("file failed jobs into its failed store")
+
+    def delete_moved(self, records: Sequence[JobRecord]) -> set[str]:
+        """Delete these jobs, which ``jobs()`` just listed and ``jobadapter migrate`` copied
+        elsewhere; returns the ids of those deleted (one a worker took meanwhile stays).
+
+        The default discards them in one call, and one by one to learn which if some
+        stayed. An adapter with a cheaper bulk delete overrides it."""
+        ids = [record.job_id for record in records]
+        with contextlib.suppress(JobAdapterError, ValueError):
+            if self.discard(ids) == len(ids):
+                return set(ids)
+        deleted = set()
+        for job_id in ids:
+            try:
+                if self.discard([job_id]):
+                    deleted.add(job_id)
+            except JobNotFound:
+                deleted.add(job_id)  # deleted by the call for all
+            except (JobAdapterError, ValueError):
+                pass
+        return deleted
+
+    def drain_for_move(self, state: JobState, queue: str) -> Drain | None:
+        """For a backend that cannot list or delete one message without consuming it (RabbitMQ):
+        a `Drain` that takes ``queue``'s jobs in ``state`` off the broker unacknowledged, for
+        ``jobadapter migrate`` to copy and then delete. None (the default): the move lists with
+        ``jobs`` and deletes with ``delete_moved``."""
+        return None
+
+    def migration_ledger(self, move: str) -> Ledger | None:
+        """Where ``jobadapter migrate`` may keep the ledger of ``move`` in this backend, as a
+        target (`jobadapter.migrate.ledger`); None where the backend keeps no data of its own."""
+        return None
+
+    def running_workers(self, queues: Collection[str]) -> list[str]:
+        """The workers (by name) that consume any of ``queues`` now, as far as the backend
+        can tell. ``jobadapter migrate`` refuses to take jobs from under a running worker: a
+        Celery or Dramatiq worker holds scheduled messages in its memory, where nobody else
+        can read or delete them."""
+        raise self._unsupported("tell which workers are running")
 
     def enqueue_payload(self, payload: str, queue_name: str) -> None:
         """Publish ``payload`` as is, unvalidated, as if another producer had written it.
@@ -204,6 +317,16 @@ class Adapter:
     def purge(self, queue_names: Sequence[str]) -> None:
         """Delete the jobs waiting in these queues (the conformance suite cleans up with it)."""
         raise NotImplementedError(f"the {self.name} adapter cannot purge queues")
+
+    def hostile_messages(self) -> Sequence[HostileMessage]:
+        """Malformed messages in this backend's own wire format, for the fault suite.
+
+        Bad envelopes inside good messages come from `jobadapter.faults.hostile`
+        through ``enqueue_payload``; these are the ones only the adapter can
+        write (random bytes on the transport, wrong types in the backend's own
+        headers, unknown task names, pickle content, …).
+        """
+        raise NotImplementedError(f"the {self.name} adapter supplies no backend-level hostile messages")
 
     def run_worker(
         self, *, queues: Sequence[str] | None = None, concurrency: int = 1, burst: bool = False
@@ -234,5 +357,124 @@ class Adapter:
         ``failed``…), or None when it does not know the id."""
         raise NotImplementedError(f"the {self.name} adapter does not report job status")
 
+    # The operations contract (see `jobadapter.operations`). Each raises
+    # OperationUnsupported, naming the reason, where the adapter lacks the capability.
+
+    def queues(self) -> list[QueueInfo]:
+        """Every queue the backend knows, with its pending, scheduled and failed counts."""
+        raise self._unsupported("list queues")
+
+    def jobs(
+        self,
+        state: JobState,
+        *,
+        filter: JobFilter = EVERY_JOB,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        """The jobs in ``state`` that ``filter`` matches, oldest first, one page."""
+        raise self._unsupported(f"list {state.value} jobs")
+
+    def find(self, job_id: str) -> JobRecord:
+        """The job with this id, wherever it is; raises `JobNotFound`."""
+        raise self._unsupported("look up jobs by id")
+
+    def retry(self, job_ids: Sequence[str]) -> int:
+        """Publish these failed jobs again (same job_id); returns how many. An id that is
+        not a failed job raises `JobNotFound` or `NotInState` before anything is retried."""
+        raise self._unsupported("retry failed jobs")
+
+    def retry_all(self, filter: JobFilter = EVERY_JOB, *, progress: Progress | None = None) -> int:
+        """Retry every failed job ``filter`` matches, a page at a time; returns how many.
+        ``progress`` is called with the number retried after each page."""
+        return self._page_through(JobState.FAILED, filter, self.retry, progress)
+
+    def discard(self, job_ids: Sequence[str]) -> int:
+        """Remove these pending, scheduled or failed jobs for good: none of them runs
+        afterwards. Returns how many were discarded."""
+        raise self._unsupported("discard jobs")
+
+    def discard_all(
+        self, state: JobState, filter: JobFilter = EVERY_JOB, *, progress: Progress | None = None
+    ) -> int:
+        """Discard every job in ``state`` (pending, scheduled or failed) that ``filter``
+        matches, a page at a time; returns how many. ``progress`` as for ``retry_all``."""
+        if state not in (JobState.PENDING, JobState.SCHEDULED, JobState.FAILED):
+            raise ValueError(f"only pending, scheduled or failed jobs can be discarded, not {state.value}")
+        return self._page_through(state, filter, self.discard, progress)
+
+    def discarded(self, envelope: Envelope) -> bool:
+        """Whether this message must not run: an operator discarded its job, or ``run_now``
+        superseded its schedule, while the backend could not delete the message (an ETA
+        message in a worker's memory, a prefetched one). `jobadapter.execution.execute`
+        asks before perform and skips such a message. It gets the whole envelope so a
+        tombstone can name one schedule of a job (its ``scheduled_at``) as well as the
+        job. An adapter that deletes every such message natively keeps this default."""
+        return False
+
+    def run_now(self, job_id: str) -> None:
+        """Make a scheduled job due at once (it keeps its job_id)."""
+        raise self._unsupported("run scheduled jobs now")
+
+    def pause(self, queue: str) -> None:
+        """Stop every worker from taking this queue's jobs (within `PAUSE_BOUND`); jobs keep
+        arriving and wait. Running jobs finish."""
+        raise self._unsupported("pause queues")
+
+    def resume(self, queue: str) -> None:
+        """Undo ``pause``: workers take the queue's jobs again."""
+        raise self._unsupported("pause queues")
+
+    def _page_through(
+        self,
+        state: JobState,
+        filter: JobFilter,
+        act: Callable[[Sequence[str]], int],
+        progress: Progress | None,
+    ) -> int:
+        """Apply ``act`` to every job in ``state`` matching ``filter``, one page in memory at a
+        time. Jobs ``act`` leaves in place (say, an unreadable payload retry cannot publish)
+        are stepped over, so the walk ends."""
+        done = 0
+        skipped = 0
+        while True:
+            page = self.jobs(state, filter=filter, limit=OPERATION_PAGE, offset=skipped)
+            if not page:
+                return done
+            acted = act([record.job_id for record in page])
+            done += acted
+            if progress is not None:
+                progress(acted)
+            skipped += len(page) - acted
+
+    def _unsupported(self, what: str) -> OperationUnsupported:
+        return OperationUnsupported(f"the {self.name} adapter cannot {what}")
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url.redacted}>"
+
+
+class Drain:
+    """One queue's jobs of one state, taken off a broker that cannot list without consuming
+    (`Adapter.drain_for_move`). Each taken message stays unacknowledged until ``delete`` acknowledges it
+    or ``close`` gives every other one back to the broker, in place; a crash gives them back
+    too. Messages of another state met on the way are held the same way, unseen."""
+
+    def take(self, limit: int) -> list[JobRecord]:
+        """Up to ``limit`` more jobs (records without an envelope for messages that are not
+        jobadapter jobs); an empty list when none is left."""
+        raise NotImplementedError
+
+    def delete(self, records: Sequence[JobRecord]) -> set[str]:
+        """Acknowledge these taken jobs (they are gone from the broker); returns their ids."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Give back every message taken and not deleted."""
+        raise NotImplementedError
+
+
+Progress = Callable[[int], object]
+"""Told how many jobs a bulk operation just handled (the CLI's progress bar)."""
+OPERATION_PAGE = 500
+"""How many jobs a bulk operation (``retry_all``, ``discard_all``) holds in memory at once."""

@@ -29,6 +29,10 @@ class InlineAdapter(Adapter):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     notes: ClassVar[Mapping[str, str]] = {
         Capability.DELAYED.value: "runs delayed jobs and retries at once, logging the skipped wait",
+        Capability.INSPECT.value: (
+            "a job runs inside perform_later: none is ever pending, scheduled or kept to operate on "
+            "(Job.lookup and results still work through the journal)"
+        ),
     }
 
     def __init__(self, url: AdapterURL, **options: Any) -> None:
@@ -36,14 +40,15 @@ class InlineAdapter(Adapter):
         self._local = threading.local()
 
     def enqueue(self, envelope: Envelope, options: Mapping[str, Any]) -> str | None:
-        pending: deque[str] | None = getattr(self._local, "pending", None)
+        pending: deque[tuple[str, str]] | None = getattr(self._local, "pending", None)
         if pending is not None:
-            pending.append(envelope.encode())
+            pending.append((envelope.encode(), envelope.job_id))
             return envelope.job_id
-        self._local.pending = pending = deque([envelope.encode()])
+        self._local.pending = pending = deque([(envelope.encode(), envelope.job_id)])
         try:
             while pending:
-                execute(pending.popleft(), self)
+                payload, provider_job_id = pending.popleft()
+                execute(payload, self, provider_job_id)
         finally:
             self._local.pending = None
         return envelope.job_id

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,6 +35,7 @@ re-enqueues itself forever, or ``attempts="unlimited"`` on a permanent error).""
 class _Pending:
     order: tuple[datetime, int]
     payload: str
+    provider_job_id: str
 
 
 class TestAdapter(Adapter):
@@ -67,7 +68,11 @@ class TestAdapter(Adapter):
         with self._lock:
             self.enqueued.append(job)
             self._pending.append(
-                _Pending((carried.scheduled_at or carried.enqueued_at, len(self.enqueued)), payload)
+                _Pending(
+                    (carried.scheduled_at or carried.enqueued_at, len(self.enqueued)),
+                    payload,
+                    job.provider_job_id,
+                )
             )
         return job.provider_job_id
 
@@ -77,26 +82,30 @@ class TestAdapter(Adapter):
         with self._lock:
             return [decode(p.payload) for p in sorted(self._pending, key=lambda p: p.order)]
 
-    def perform_enqueued(self) -> list[Job]:
-        """Run everything waiting, and whatever that enqueues, earliest first, until none is
-        left. An unhandled error is raised here (the failing job is dropped from the queue)."""
+    def perform_enqueued(self, select: Callable[[Envelope], bool] | None = None) -> list[Job]:
+        """Run everything waiting (that ``select`` accepts), and whatever that enqueues, earliest
+        first, until none is left; the others stay waiting. An unhandled error is raised here
+        (the failing job is dropped from the queue)."""
         ran: list[Job] = []
         for _ in range(MAX_PERFORMS):
             with self._lock:
-                if not self._pending:
-                    return ran
                 self._pending.sort(key=lambda p: p.order)
-                payload = self._pending.pop(0).payload
-            job = self._perform(payload)
+                chosen = next((p for p in self._pending if select is None or select(decode(p.payload))), None)
+                if chosen is None:
+                    return ran
+                self._pending.remove(chosen)
+                pending = chosen
+            job = self._perform(pending.payload, pending.provider_job_id)
             ran.append(job)
         raise RuntimeError(
             f"perform_enqueued ran {MAX_PERFORMS} jobs and more keep coming: "
             "a job re-enqueues itself forever?"
         )
 
-    def _perform(self, payload: str) -> Job:
+    def _perform(self, payload: str, provider_job_id: str) -> Job:
         envelope = decode(payload)
         job = registry.lookup(envelope.job_class).from_envelope(envelope)
+        job.provider_job_id = provider_job_id
         self.performed.append(job)
         perform(job, self)
         return job

@@ -3,9 +3,9 @@
     pytest -p jobadapter.conformance --jobadapter-url rq+redis://127.0.0.1:6379/9
     jobadapter conformance --url rq+redis://127.0.0.1:6379/9
 
-Scenarios live in ``scenarios.py``; each names the feature it belongs to and
-the `Capability` it needs. A scenario whose capability the adapter does not
-declare is reported as **unsupported** (its own outcome, distinct from pass,
+Scenarios live in ``scenarios.py``, ``scenarios_contract.py`` and ``scenarios_operations.py``;
+each names the feature it belongs to and the `Capability` it needs. A scenario whose capability
+the adapter does not declare is reported as **unsupported** (its own outcome, distinct from pass,
 fail and skip), in the terminal summary and in the results file that
 ``jobadapter matrix`` turns into ``compat_matrix.md``.
 """
@@ -26,7 +26,10 @@ import pytest
 from jobadapter.adapters.base import Capability
 
 UNSUPPORTED = "unsupported:"
-SCENARIOS = Path(__file__).with_name("scenarios.py")
+SCENARIOS = [
+    Path(__file__).with_name(name)
+    for name in ("scenarios.py", "scenarios_contract.py", "scenarios_operations.py")
+]
 _RESULTS_KEY = pytest.StashKey[dict[str, dict[str, Any]]]()
 
 
@@ -47,6 +50,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="how long a scenario waits for a job before failing (default 20)",
     )
     group.addoption(
+        "--jobadapter-unreachable-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="the same adapter and transport as a --jobadapter-url, at a port nobody listens on: "
+        "perform_later must raise EnqueueError within 15 s (repeat for several)",
+    )
+    group.addoption(
+        "--jobadapter-shard",
+        metavar="K/N",
+        help="run only the K-th of N equal shares of the scenarios (to run one adapter's suite "
+        "in N processes at once)",
+    )
+    group.addoption(
+        "--jobadapter-journal",
+        metavar="URL",
+        help="journal the suite and its workers write (SQLAlchemy URL; default: a SQLite file in "
+        "the suite's temporary folder); the Operations group reads it where a backend keeps no state",
+    )
+    group.addoption(
+        "--jobadapter-progress",
+        action="store_true",
+        help="a line per scenario as it ends (and a bar on a terminal) instead of pytest's dots",
+    )
+    group.addoption(
         "--jobadapter-results",
         metavar="PATH",
         help="results file (JSON) to write; default conformance-results/<adapter>-<transport>.json",
@@ -59,7 +87,7 @@ def pytest_load_initial_conftests(
     """With a URL and no test path given, collect the suite's own scenarios."""
     known = early_config.known_args_namespace
     if getattr(known, "jobadapter_url", None) and not getattr(known, "file_or_dir", None):
-        args.append(str(SCENARIOS))
+        args.extend(str(path) for path in SCENARIOS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,6 +95,41 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "scenario(feature, requires=()): a conformance scenario and the capabilities it needs"
     )
     config.stash[_RESULTS_KEY] = {}
+    if config.getoption("jobadapter_progress", False):
+        from jobadapter.conformance.progress import ProgressLines
+
+        config.pluginmanager.register(ProgressLines(config), "jobadapter-progress")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--jobadapter-shard K/N``, keep every N-th scenario starting at the K-th.
+
+    Round robin over the suite's order spreads the slow scenarios (kills,
+    long waits) over the shares, and each share gets its own queues, so the
+    shares of one adapter can run side by side.
+    """
+    shard = config.getoption("jobadapter_shard")
+    if not shard:
+        return
+    index, total = _shard(shard)
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for position, item in enumerate(items):
+        (kept if position % total == index - 1 else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, _, total = text.partition("/")
+    try:
+        k, n = int(index), int(total)
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise pytest.UsageError(f"--jobadapter-shard wants K/N with 1 <= K <= N, not {text!r}")
+    return k, n
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -82,11 +145,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def probe_path() -> Iterator[Path]:
+def probe_path(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The probe file, and the journal: both set in the environment before any adapter is
+    built, so the suite's process and every worker it starts share them."""
+    from jobadapter import journal
+
     with tempfile.TemporaryDirectory(prefix="jobadapter-conformance-") as folder:
         path = Path(folder) / "probe.sqlite"
         os.environ["JOBADAPTER_PROBE"] = str(path)
-        yield path
+        journal_url = request.config.getoption("jobadapter_journal") or f"sqlite:///{folder}/journal.sqlite"
+        os.environ[journal.ENVIRONMENT_VARIABLE] = journal_url
+        journal.configure(journal_url)
+        try:
+            yield path
+        finally:
+            journal.close()
+
+
+@pytest.fixture(scope="session")
+def unreachable_urls(request: pytest.FixtureRequest) -> list[str]:
+    """``--jobadapter-unreachable-url`` values: brokers that cannot be reached."""
+    return list(request.config.getoption("jobadapter_unreachable_url"))
 
 
 @pytest.fixture(scope="session")
@@ -164,7 +243,13 @@ def _summary(item: pytest.Item) -> str:
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
-    if report.skipped and dict(report.user_properties).get("jobadapter_unsupported"):
+    unsupported = report.skipped and dict(report.user_properties).get("jobadapter_unsupported")
+    if config.getoption("jobadapter_progress", False):  # the progress lines replace pytest's letters
+        if report.when == "call" or report.failed or report.skipped:
+            category = "unsupported" if unsupported else report.outcome
+            return ("error" if report.failed and report.when != "call" else category), "", ""
+        return "", "", ""
+    if unsupported:
         return "unsupported", "U", "UNSUPPORTED"
     return None
 

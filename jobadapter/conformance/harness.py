@@ -27,10 +27,25 @@ from jobadapter import config
 from jobadapter.adapters.base import Adapter, Capability
 from jobadapter.conformance import jobs
 from jobadapter.conformance.probe import ENVIRONMENT_VARIABLE, Probe
+from jobadapter.faults.processes import kill_tree, wait_gone
 
 APP_MODULE = "jobadapter.conformance.jobs"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
+
+
+def stop_with_parent() -> None:
+    """In a worker about to start: ask Linux for SIGTERM when the process that started it dies.
+
+    A suite killed mid-run (a test timeout, a CI cancel) would otherwise leave
+    its workers consuming from shared brokers for ever. Elsewhere it does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    set_parent_death_signal = 1  # PR_SET_PDEATHSIG
+    ctypes.CDLL(None, use_errno=True).prctl(set_parent_death_signal, signal.SIGTERM)
 
 
 class WorkerProcess:
@@ -59,20 +74,43 @@ class WorkerProcess:
                 f"worker did not exit within {timeout:g} s of SIGTERM\n{self.log_tail()}"
             ) from None
 
-    def kill(self) -> None:
-        """SIGKILL the whole process group: the machine died, children included."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+    def kill_tree(self) -> set[int]:
+        """SIGKILL the whole process tree, as if the machine died: work horses and pool
+        children included, even those that left the process group. Returns the pids
+        of the tree still alive a few seconds later (none, unless something is wrong)."""
+        if self.process.poll() is not None:
+            return set()
+        killed = kill_tree(self.process.pid)
         self.process.wait()
+        return wait_gone(killed)
+
+    def kill(self) -> None:
+        """`kill_tree`, failing if any process of the killed worker is left."""
+        survivors = self.kill_tree()
+        if survivors:
+            raise AssertionError(f"processes {sorted(survivors)} of the killed worker are still alive")
 
 
 class Backend:
     """One adapter URL under test."""
 
-    def __init__(self, url: str, probe: Probe, workdir: Path, timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        probe: Probe,
+        workdir: Path,
+        timeout: float = 20.0,
+        *,
+        apps: tuple[str, ...] = (APP_MODULE,),
+        environment: dict[str, str] | None = None,
+    ) -> None:
         self.url = url
         self.timeout = timeout
         """How long a scenario waits for a job to report before failing."""
+        self.apps = apps
+        """The workers' ``--app`` modules; they must include `APP_MODULE`, whose ``PingJob``
+        tells when a worker consumes."""
+        self.extra_environment = dict(environment or {})
         self.adapter: Adapter = config.build_adapter(url)
         self.probe = probe
         self.workdir = workdir
@@ -85,6 +123,8 @@ class Backend:
         self._used_queues: set[str] = set()
         self.main_queue = self.queue("main")
         self.retry_queue = self.queue("retries")
+        self.declared_queue = self.queue("declared")
+        """``DeclaredQueueJob``'s ``queue_as`` in this run's workers."""
         self._shared: WorkerProcess | None = None
 
     @property
@@ -109,6 +149,11 @@ class Backend:
         environment = dict(os.environ)
         environment[ENVIRONMENT_VARIABLE] = str(self.probe.path)
         environment[jobs.RETRY_QUEUE_VARIABLE] = self.retry_queue
+        environment[jobs.DECLARED_QUEUE_VARIABLE] = self.declared_queue
+        plugins = config.plugin_modules()  # an adapter registered here, not installed: workers import it too
+        if plugins:
+            environment[config.PLUGINS_VARIABLE] = ",".join(plugins)
+        environment.update(self.extra_environment)
         return environment
 
     def shared_worker(self) -> None:
@@ -123,8 +168,13 @@ class Backend:
             worker, self._shared = self._shared, None
             worker.terminate()
 
-    def start_worker(self, queues: list[str], concurrency: int = 1, wait: bool = True) -> WorkerProcess:
-        """Start ``jobadapter worker`` on ``queues``; with ``wait``, return once it consumes each."""
+    def start_worker(
+        self, queues: list[str] | None, concurrency: int = 1, wait: bool = True
+    ) -> WorkerProcess:
+        """Start ``jobadapter worker`` on ``queues``; with ``wait``, return once it consumes each.
+
+        ``queues=None`` starts it without ``--queues`` (it then consumes the queues its
+        ``--app`` job classes declare, this run's ``declared_queue`` among them)."""
         handle, log_name = tempfile.mkstemp(prefix="worker-", suffix=".log", dir=self.workdir)
         command = [
             sys.executable,
@@ -134,23 +184,24 @@ class Backend:
             "--url",
             self.url,
             "--app",
-            APP_MODULE,
-            "--queues",
-            ",".join(queues),
+            ",".join(self.apps),
             "--concurrency",
             str(concurrency),
         ]
+        if queues is not None:
+            command += ["--queues", ",".join(queues)]
         process = subprocess.Popen(
             command,
             env=self.environment(),
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=stop_with_parent,
         )
         os.close(handle)
         worker = WorkerProcess(process, Path(log_name))
         if wait:
-            self.wait_until_consuming(worker, queues)
+            self.wait_until_consuming(worker, [self.declared_queue] if queues is None else queues)
         return worker
 
     def wait_until_consuming(self, worker: WorkerProcess, queues: list[str]) -> None:
@@ -173,7 +224,7 @@ class Backend:
             time.sleep(0.05)
 
     @contextmanager
-    def worker(self, queues: list[str], concurrency: int = 1) -> Iterator[WorkerProcess | None]:
+    def worker(self, queues: list[str] | None, concurrency: int = 1) -> Iterator[WorkerProcess | None]:
         """A dedicated worker for one scenario (nothing for in-process adapters)."""
         if not self.external:
             yield None

@@ -36,11 +36,14 @@ from jobadapter import (
     retry_on,
     serializers,
 )
-from jobadapter.conformance.probe import record
+from jobadapter.conformance.probe import record, recorded
 
 RETRY_QUEUE_VARIABLE = "JOBADAPTER_CONFORMANCE_RETRY_QUEUE"
 RETRY_QUEUE = os.environ.get(RETRY_QUEUE_VARIABLE, "jobadapter-conformance-retries")
 """Where ``RetryElsewhereJob`` retries; each worker gets its backend's own name."""
+DECLARED_QUEUE_VARIABLE = "JOBADAPTER_CONFORMANCE_DECLARED_QUEUE"
+DECLARED_QUEUE = os.environ.get(DECLARED_QUEUE_VARIABLE, "jobadapter-conformance-declared")
+"""``DeclaredQueueJob``'s ``queue_as``; each worker gets its backend's own name."""
 
 
 class Flaky(Exception):
@@ -106,7 +109,7 @@ locators.register(
 
 
 def argument_samples() -> list[Any]:
-    """One value of every argument type DESIGN §1 supports, nested where it matters."""
+    """One value of every supported argument type, nested where it matters."""
     paris = ZoneInfo("Europe/Paris")
     return [
         None,
@@ -185,6 +188,32 @@ class RecordJob(ConformanceJob):
 
     def perform(self, label: str, *args: Any, **kwargs: Any) -> None:
         record(label, "performed", self, {"args": list(args), "kwargs": kwargs})
+
+
+class RetriedByHandJob(ConformanceJob):
+    """Its ``rescue_from`` handler calls ``retry_job`` (Rails' pattern) on the first run."""
+
+    @rescue_from(Flaky)
+    def again(self, error: Flaky) -> None:
+        self.retry_job(wait=0.2)
+
+    def perform(self, label: str) -> None:
+        record(label, "performed", self)
+        if self.executions == 1:
+            raise Flaky(f"{label}: once more")
+
+
+class ProviderIdJob(ConformanceJob):
+    """Reports the backend's id for it, as ``perform`` reads it."""
+
+    def perform(self, label: str) -> None:
+        record(label, "performed", self, {"provider_job_id": self.provider_job_id})
+
+
+class DeclaredQueueJob(RecordJob):
+    """Declares its queue (a worker started without ``--queues`` must consume it)."""
+
+    queue_as = DECLARED_QUEUE
 
 
 class ArgumentsJob(ConformanceJob):
@@ -339,3 +368,35 @@ class SlowJob(ConformanceJob):
         record(label, "started", self)
         time.sleep(seconds)
         record(label, "finished", self)
+
+
+class UntilAllowedJob(ConformanceJob):
+    """Fails until the suite records ``allowed`` for its label: a failed job that a retry by
+    an operator then runs to the end."""
+
+    def perform(self, label: str) -> None:
+        record(label, "performed", self)
+        if not recorded(label, "allowed"):
+            raise Doomed(f"{label} is not allowed yet")
+
+
+class HeldJob(ConformanceJob):
+    """Runs until the suite records ``release`` for its label (at most 30 s): a job that
+    stays in the running state while a scenario looks at it."""
+
+    def perform(self, label: str) -> None:
+        record(label, "started", self)
+        deadline = time.monotonic() + 30
+        while not recorded(label, "release") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        record(label, "performed", self)
+
+
+class SumJob(ConformanceJob):
+    """Returns a value for ``job.result()``: kept because ``store_result`` is set."""
+
+    store_result = True
+
+    def perform(self, label: str, left: int, right: int) -> dict[str, Any]:
+        record(label, "performed", self)
+        return {"label": label, "sum": left + right, "at": date(2026, 11, 29)}

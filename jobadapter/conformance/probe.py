@@ -84,6 +84,21 @@ def record(label: str, kind: str, job: Any = None, detail: Any = None) -> None:
     )
 
 
+def recorded(label: str, kind: str) -> int:
+    """How many ``kind`` rows ``label`` has (for jobs that wait on a signal from the suite)."""
+    path = os.environ.get(ENVIRONMENT_VARIABLE)
+    if not path:
+        raise RuntimeError(f"{ENVIRONMENT_VARIABLE} is not set: the conformance jobs need a probe file")
+    connection: sqlite3.Connection | None = getattr(_local, "connection", None)
+    if connection is None or getattr(_local, "path", None) != path:
+        connection = _connect(path)
+        _local.connection, _local.path = connection, path
+    (number,) = connection.execute(
+        "SELECT COUNT(*) FROM events WHERE label = ? AND kind = ?", (label, kind)
+    ).fetchone()
+    return int(number)
+
+
 class Probe:
     """The suite's side: read rows, and wait for a condition on them."""
 

@@ -10,19 +10,29 @@ place of every configured adapter::
         jobs.perform_enqueued()
         jobs.assert_performed(WelcomeJob, count=1)
 
+Rails' TestHelper, in Python names: ``assert_enqueued_jobs(2, only=WelcomeJob)``
+(``only``/``except_`` take a class, several, or a predicate on the job),
+``assert_no_enqueued_jobs()``, the block forms ``with jobs.assert_enqueues(1):``
+and ``with jobs.assert_performs(1):`` that count only what the block did, ``args``
+as a predicate, and ``perform_enqueued(only=…, except_=…, at=…)``.
+
 Outside pytest, `recording()` does the same as a context manager.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from jobadapter import config
+from jobadapter import config, registry
 from jobadapter.adapters.test import TestAdapter
+from jobadapter.envelope import Envelope
 from jobadapter.job import Job
+
+Selection = type[Job] | Sequence[type[Job]] | Callable[[Job], bool] | None
+"""``only``/``except_``: a job class, several, or a predicate on the job (None: no filter)."""
 
 ANY: Any = object()
 """The default of every filter: matches whatever the job has."""
@@ -46,19 +56,72 @@ class JobRecorder:
         """Every execution ``perform_enqueued`` ran, in order (a retried job appears per attempt)."""
         return list(self.adapter.performed)
 
-    def perform_enqueued(self) -> list[Job]:
+    def perform_enqueued(
+        self, *, only: Selection = None, except_: Selection = None, at: datetime | None = None
+    ) -> list[Job]:
         """Run what is enqueued, and what that enqueues (retries too), in scheduled order,
-        until none is left; an unhandled error is raised here."""
-        return self.adapter.perform_enqueued()
+        until none is left; an unhandled error is raised here. ``only``/``except_`` choose the
+        jobs that run, and ``at`` runs only those due by then (Rails' ``perform_enqueued_jobs(at:)``);
+        the others stay enqueued."""
+
+        def select(envelope: Envelope) -> bool:
+            if at is not None and envelope.scheduled_at is not None and envelope.scheduled_at > at:
+                return False
+            return _selected(registry.lookup(envelope.job_class).from_envelope(envelope), only, except_)
+
+        plain = only is None and except_ is None and at is None
+        return self.adapter.perform_enqueued(None if plain else select)
 
     def clear(self) -> None:
         self.adapter.clear()
+
+    def assert_enqueued_jobs(
+        self, count: int, *, only: Selection = None, except_: Selection = None, queue: str = ANY
+    ) -> list[Job]:
+        """Assert exactly ``count`` jobs (of any class ``only``/``except_`` let through, on
+        ``queue`` if given) were enqueued; returns them."""
+        return _assert_count("enqueued", self.adapter.enqueued, count, only, except_, queue)
+
+    def assert_no_enqueued_jobs(
+        self, *, only: Selection = None, except_: Selection = None, queue: str = ANY
+    ) -> None:
+        self.assert_enqueued_jobs(0, only=only, except_=except_, queue=queue)
+
+    def assert_performed_jobs(
+        self, count: int, *, only: Selection = None, except_: Selection = None, queue: str = ANY
+    ) -> list[Job]:
+        """Like `assert_enqueued_jobs`, over the executions ``perform_enqueued`` ran."""
+        return _assert_count("performed", self.adapter.performed, count, only, except_, queue)
+
+    def assert_no_performed_jobs(
+        self, *, only: Selection = None, except_: Selection = None, queue: str = ANY
+    ) -> None:
+        self.assert_performed_jobs(0, only=only, except_=except_, queue=queue)
+
+    @contextmanager
+    def assert_enqueues(
+        self, count: int, *, only: Selection = None, except_: Selection = None, queue: str = ANY
+    ) -> Iterator[None]:
+        """``with jobs.assert_enqueues(2, only=HelloJob): …``: the block enqueued exactly
+        ``count`` such jobs (Rails' ``assert_enqueued_jobs`` with a block)."""
+        before = len(self.adapter.enqueued)
+        yield
+        _assert_count("enqueued", self.adapter.enqueued[before:], count, only, except_, queue)
+
+    @contextmanager
+    def assert_performs(
+        self, count: int, *, only: Selection = None, except_: Selection = None, queue: str = ANY
+    ) -> Iterator[None]:
+        """Like `assert_enqueues`, for the executions the block ran."""
+        before = len(self.adapter.performed)
+        yield
+        _assert_count("performed", self.adapter.performed[before:], count, only, except_, queue)
 
     def assert_enqueued(
         self,
         job_class: type[Job],
         *,
-        args: Sequence[Any] = ANY,
+        args: Sequence[Any] | Callable[[list[Any]], bool] = ANY,
         kwargs: Mapping[str, Any] = ANY,
         queue: str = ANY,
         priority: int | None = ANY,
@@ -66,7 +129,8 @@ class JobRecorder:
         count: int | None = None,
     ) -> list[Job]:
         """Assert jobs of ``job_class`` matching every filter given were enqueued:
-        ``count`` of them exactly, or at least one. Returns the matching jobs."""
+        ``count`` of them exactly, or at least one. ``args`` may be a predicate on the
+        arguments list (Rails' ``args: ->(args) { … }``). Returns the matching jobs."""
         return _assert_matching(
             "enqueued", self.adapter.enqueued, job_class, args, kwargs, queue, priority, at, count
         )
@@ -75,7 +139,7 @@ class JobRecorder:
         self,
         job_class: type[Job],
         *,
-        args: Sequence[Any] = ANY,
+        args: Sequence[Any] | Callable[[list[Any]], bool] = ANY,
         kwargs: Mapping[str, Any] = ANY,
         queue: str = ANY,
         priority: int | None = ANY,
@@ -101,7 +165,7 @@ def _assert_matching(
     verb: str,
     jobs: Sequence[Job],
     job_class: type[Job],
-    args: Sequence[Any],
+    args: Sequence[Any] | Callable[[list[Any]], bool],
     kwargs: Mapping[str, Any],
     queue: str,
     priority: int | None,
@@ -111,7 +175,10 @@ def _assert_matching(
     def matches(job: Job) -> bool:
         if type(job) is not job_class:
             return False
-        if args is not ANY and list(job.arguments) != list(args):
+        if callable(args):
+            if not args(list(job.arguments)):
+                return False
+        elif args is not ANY and list(job.arguments) != list(args):
             return False
         if kwargs is not ANY and job.keyword_arguments != dict(kwargs):
             return False
@@ -145,6 +212,31 @@ def _assert_matching(
         f"expected {wanted} {job_class.__qualname__} {verb} with {filters or 'any arguments'}, "
         f"found {len(found)}. All {verb} jobs:\n{seen}"
     )
+
+
+def _selected(job: Job, only: Selection, except_: Selection) -> bool:
+    return (only is None or _chosen(job, only)) and (except_ is None or not _chosen(job, except_))
+
+
+def _chosen(job: Job, selection: Selection) -> bool:
+    if isinstance(selection, type):
+        return type(job) is selection
+    if callable(selection):
+        return bool(selection(job))
+    assert selection is not None
+    return type(job) in tuple(selection)
+
+
+def _assert_count(
+    verb: str, jobs: Sequence[Job], count: int, only: Selection, except_: Selection, queue: str
+) -> list[Job]:
+    found = [
+        job for job in jobs if _selected(job, only, except_) and (queue is ANY or job.queue_name == queue)
+    ]
+    if len(found) == count:
+        return found
+    seen = "\n".join(f"  {_describe(job)}" for job in jobs) or "  (none)"
+    raise AssertionError(f"expected {count} job(s) {verb}, found {len(found)}. All {verb} jobs:\n{seen}")
 
 
 def _describe(job: Job) -> str:

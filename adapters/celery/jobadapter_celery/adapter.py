@@ -13,15 +13,18 @@ text in the dead-letter queue is byte for byte what was published.
 | ``wait`` / ``wait_until`` | ``eta``; beyond ``horizon`` seconds, re-published in hops |
 | priority (lower = more urgent) | RabbitMQ ``9 - p``; Redis priority step ``p`` (0 … 9); None counts as 0 |
 | retry | the task's own ``retry`` (state RETRY), same ``task_id`` = ``job_id`` |
-| failure | state FAILURE in the result backend, and the dead-letter queue |
+| failure | the dead-letter queue (and state FAILURE with ``results=1``) |
 | ``perform_all_later`` | one producer, inside kombu's ``Producer.batch()`` (one Redis pipeline) |
 
 URL options: ``horizon`` (seconds an ETA message may sit unacknowledged in a
 worker, default 900), ``visibility_timeout`` (Redis, default 3600, must exceed
 ``horizon``), ``dead_letter_queue`` (default ``jobadapter.dead``),
-``result_backend`` (default: the Redis broker itself; none for RabbitMQ),
-``connect_timeout`` (default 2 s) and ``publish_retries`` (default 2), which
-bound how long ``perform_later`` may block on a broker that is down.
+``results`` (default 0: no per-job result writes; 1 keeps each job's state, in
+the Redis broker itself unless ``result_backend`` names another),
+``result_backend`` (implies ``results=1``), ``prefetch`` (messages each pool
+process may hold, default 1: strict priority order), ``connect_timeout``
+(default 2 s) and ``publish_retries`` (default 2), which bound how long
+``perform_later`` may block on a broker that is down.
 ``set(adapter_options=…)`` accepts Celery's ``expires``, ``time_limit`` and
 ``soft_time_limit``.
 """
@@ -31,10 +34,11 @@ from __future__ import annotations
 import base64
 import importlib
 import json
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from celery import Celery  # type: ignore[import-untyped]
@@ -47,15 +51,26 @@ from redis.exceptions import RedisError
 
 from jobadapter import registry
 from jobadapter.adapters.base import (
-    EVERY_CAPABILITY,
+    JOB_CAPABILITIES,
     Adapter,
     AdapterURL,
     Capability,
+    Drain,
     EnqueueRequest,
+    Progress,
     option_number,
 )
 from jobadapter.envelope import Envelope, format_timestamp
 from jobadapter.errors import ConfigurationError, EnqueueError, UnknownJobError
+from jobadapter.operations import EVERY_JOB, JobError, JobFilter, JobRecord, JobState, QueueInfo
+from jobadapter_celery.operations import RedisOperations, operations_for
+from jobadapter_celery.queues import ExistingQueues
+
+_logger = logging.getLogger("jobadapter")
+
+if TYPE_CHECKING:
+    from jobadapter.faults.hostile import HostileMessage
+    from jobadapter.migrate.ledger import Ledger
 
 RAW_TASK = "jobadapter.perform"
 """The task that carries payloads published without a job class (``enqueue_payload``)."""
@@ -69,6 +84,8 @@ _OUR_OPTIONS = (
     "visibility_timeout",
     "dead_letter_queue",
     "result_backend",
+    "results",
+    "prefetch",
     "connect_timeout",
     "publish_retries",
 )
@@ -85,17 +102,44 @@ _STATES = {
 
 
 class PollingRedisBackend(RedisBackend):  # type: ignore[misc]
-    """Celery's Redis result backend, minus the pub/sub subscription made at every publish.
+    """Celery's Redis result backend, minus the pub/sub subscription made at every publish,
+    and whose state writes never fail a job when Redis is down.
 
     Celery subscribes to a task's result channel when it sends the task, so that
     ``AsyncResult.get()`` can wait without polling. jobadapter never waits on a
     job's result (``status`` reads the stored state), so the subscription would
     only cost a round trip per enqueue, and block ``perform_later`` for Celery's
     20 reconnection attempts when Redis is down.
+
+    A job's state is a report, not the job: its message is acknowledged (or
+    dead-lettered) whatever the state write did. Celery lets a failed STARTED
+    write escape the task's trace as an error outside the task body, so during
+    an outage a job that had run was reported as an internal error. Here a
+    write that cannot reach Redis is given up after one quick retry, with one
+    warning per outage; the job's outcome stands.
     """
+
+    _unreachable = False
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         return None
+
+    def store_result(
+        self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None, **kwargs: Any
+    ) -> Any:
+        try:
+            stored = super().store_result(task_id, result, state, traceback, request, **kwargs)
+        except self.connection_errors as error:
+            if not PollingRedisBackend._unreachable:
+                _logger.warning(
+                    "result backend unreachable; job states are not recorded until it is back: %s", error
+                )
+            PollingRedisBackend._unreachable = True
+            return result
+        if PollingRedisBackend._unreachable:
+            _logger.warning("result backend reachable again")
+            PollingRedisBackend._unreachable = False
+        return stored
 
 
 @dataclass(frozen=True)
@@ -107,34 +151,36 @@ class Settings:
     dead_letter_queue: str
     connect_timeout: float
     publish_retries: int
+    results: bool
+    prefetch: int
+
+
+_JOB_NOTES: Mapping[str, str] = {
+    Capability.EXTERNAL_WORKER.value: ("a Celery worker (prefork), one task per job class named by job_name"),
+    Capability.DELAYED.value: (
+        "Celery eta; waits beyond the horizon (900 s) are re-published in hops, "
+        "so no message outlives consumer_timeout or visibility_timeout"
+    ),
+    Capability.QUEUES.value: "Celery queue= (worker -Q)",
+    Capability.PRIORITY.value: (
+        "RabbitMQ x-max-priority 9 with 9 - priority; Redis transport priority steps 0-9"
+    ),
+    Capability.BULK.value: "one producer in kombu Producer.batch(): one Redis pipeline, one AMQP channel",
+    Capability.FAILED_STORE.value: (
+        "FAILURE state in the result backend and the jobadapter.dead dead-letter queue"
+    ),
+    Capability.AT_LEAST_ONCE.value: (
+        "acks_late + reject_on_worker_lost; on Redis an atomic fetch (one Lua script pops and "
+        "records the message as unacked) and a dead worker's unacked messages are restored once "
+        "its heartbeat lapses (10 s)"
+    ),
+    Capability.GRACEFUL_SHUTDOWN.value: "Celery's warm shutdown on SIGTERM",
+    "test_retry_on_attempt_counts_and_stable_job_id": "Task.retry keeps the task id: task_id == job_id",
+}
 
 
 class CeleryAdapter(Adapter):
     name: ClassVar[str] = "Celery"
-    capabilities: ClassVar[frozenset[Capability]] = EVERY_CAPABILITY
-    notes: ClassVar[Mapping[str, str]] = {
-        Capability.EXTERNAL_WORKER.value: (
-            "a Celery worker (prefork), one task per job class named by job_name"
-        ),
-        Capability.DELAYED.value: (
-            "Celery eta; waits beyond the horizon (900 s) are re-published in hops, "
-            "so no message outlives consumer_timeout or visibility_timeout"
-        ),
-        Capability.QUEUES.value: "Celery queue= (worker -Q)",
-        Capability.PRIORITY.value: (
-            "RabbitMQ x-max-priority 9 with 9 - priority; Redis transport priority steps 0-9"
-        ),
-        Capability.BULK.value: "one producer in kombu Producer.batch(): one Redis pipeline, one AMQP channel",
-        Capability.FAILED_STORE.value: (
-            "FAILURE state in the result backend and the jobadapter.dead dead-letter queue"
-        ),
-        Capability.AT_LEAST_ONCE.value: (
-            "acks_late + reject_on_worker_lost; on Redis a dead worker's unacked messages "
-            "are restored once its heartbeat lapses (10 s)"
-        ),
-        Capability.GRACEFUL_SHUTDOWN.value: "Celery's warm shutdown on SIGTERM",
-        "test_retry_on_attempt_counts_and_stable_job_id": "Task.retry keeps the task id: task_id == job_id",
-    }
     accepted_options: ClassVar[frozenset[str]] = frozenset({"expires", "time_limit", "soft_time_limit"})
     backend_packages: ClassVar[tuple[str, ...]] = ("celery", "kombu", "redis", "amqp")
 
@@ -154,11 +200,34 @@ class CeleryAdapter(Adapter):
                     "to attach to an existing one"
                 )
             self.broker_url = url.target_without(_OUR_OPTIONS)
-            self.app = self._build_app(query.get("result_backend"))
+            self.app = self._build_app(query.get("result_backend") if self.settings.results else None)
         scheme = urlsplit(self.broker_url).scheme
         self.transport = "redis" if scheme in ("redis", "rediss") else "amqp" if "amqp" in scheme else scheme
         self.dead_letter = Queue(self.settings.dead_letter_queue, durable=True)  # type: ignore[no-untyped-call]
         self._pending_retries: dict[str, Any] = {}
+        self.existing_queues = ExistingQueues(self.app) if self.transport == "amqp" else None
+        self.operations = operations_for(self)
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:  # type: ignore[override]  # per instance
+        """The job features, and the operations this transport (and a journal, if any) allow."""
+        return JOB_CAPABILITIES | self.operations.capabilities()
+
+    @property
+    def notes(self) -> Mapping[str, str]:  # type: ignore[override]
+        notes = {**_JOB_NOTES, **self.operations.notes()}
+        if self.existing_queues is not None and self.existing_queues.foreign:
+            foreign = ", ".join(sorted(self.existing_queues.foreign))
+            notes[Capability.PRIORITY.value] += (
+                f"; off on queues another application declared without x-max-priority: {foreign}"
+            )
+        return notes
+
+    def fit_queue(self, name: str) -> str:
+        """``name``, made safe to publish to and consume on RabbitMQ (`ExistingQueues`)."""
+        if self.existing_queues is not None:
+            self.existing_queues.fit(name)
+        return name
 
     def _build_app(self, result_backend: str | None) -> Any:
         """A private Celery app wired for jobadapter (JSON only, late acks, bounded publishing)."""
@@ -175,7 +244,11 @@ class CeleryAdapter(Adapter):
                 "socket_connect_timeout": self.settings.connect_timeout,
                 "socket_timeout": 10,
             }
-        if result_backend is None and redis:
+        if self.settings.results and result_backend is None:
+            if not redis:
+                raise ConfigurationError(
+                    "celery results=1 on RabbitMQ needs a result_backend (e.g. redis://127.0.0.1:6379/2)"
+                )
             result_backend = f"{__name__}:PollingRedisBackend+{self.broker_url}"
         app.conf.update(
             broker_url=self.broker_url,
@@ -185,7 +258,13 @@ class CeleryAdapter(Adapter):
             accept_content=["json"],
             result_accept_content=["json"],
             result_extended=True,
-            task_track_started=True,
+            task_track_started=self.settings.results,
+            task_ignore_result=not self.settings.results,
+            result_backend_transport_options={
+                "retry_policy": {"max_retries": 1, "interval_start": 0.2, "interval_max": 0.5}
+            },
+            redis_socket_connect_timeout=self.settings.connect_timeout,
+            redis_socket_timeout=10,
             task_acks_late=True,
             task_reject_on_worker_lost=True,
             task_queue_max_priority=None if redis else PRIORITY_LEVELS - 1,
@@ -198,8 +277,9 @@ class CeleryAdapter(Adapter):
             },
             broker_connection_timeout=self.settings.connect_timeout,
             broker_connection_retry_on_startup=True,
+            broker_connection_max_retries=None,  # a worker waits out an outage of any length
             broker_transport_options=transport_options,
-            worker_prefetch_multiplier=1,
+            worker_prefetch_multiplier=self.settings.prefetch,
             worker_hijack_root_logger=False,
             enable_utc=True,
         )
@@ -217,12 +297,14 @@ class CeleryAdapter(Adapter):
         """Every job through one producer; on Redis, kombu's batch sends them in one pipeline."""
         try:
             with self.app.producer_or_acquire() as producer, producer.batch():
-                return [
+                ids: list[str | None] = [
                     self._publish(r.envelope, r.envelope.scheduled_at, r.options, producer=producer)
                     for r in requests
                 ]
         except _PUBLISH_ERRORS as error:
             raise EnqueueError(f"Celery could not take {len(requests)} job(s): {error}") from error
+        self.published_batches += 1
+        return ids
 
     def schedule_retry(
         self, envelope: Envelope, at: datetime | None, options: Mapping[str, Any]
@@ -238,15 +320,18 @@ class CeleryAdapter(Adapter):
         task = current_task_for(self.app, envelope.job_id)
         if task is None:
             return super().schedule_retry(envelope, at, options)
+        argsrepr, kwargsrepr = arguments_repr(envelope)  # Task.retry would show the envelope's JSON
         try:
             self._pending_retries[envelope.job_id] = task.retry(
                 args=[envelope.encode()],
                 kwargs={},
                 countdown=0 if at is None else None,
                 eta=None if at is None else self.hop_eta(at),
-                queue=envelope.queue_name,
+                queue=self.fit_queue(envelope.queue_name),
                 priority=self.broker_priority(envelope.priority),
                 throw=False,
+                argsrepr=argsrepr,
+                kwargsrepr=kwargsrepr,
                 **options,
             )
         except Reject as error:  # how Task.retry reports a publish that failed
@@ -259,9 +344,15 @@ class CeleryAdapter(Adapter):
 
     def enqueue_payload(self, payload: str, queue_name: str) -> None:
         try:
-            self.app.send_task(RAW_TASK, args=[payload], queue=queue_name, serializer="json")
+            self.app.send_task(RAW_TASK, args=[payload], queue=self.fit_queue(queue_name), serializer="json")
         except _PUBLISH_ERRORS as error:
             raise EnqueueError(f"Celery could not take the payload: {error}") from error
+
+    def hostile_messages(self) -> Sequence[HostileMessage]:
+        """Malformed Celery messages in this broker's wire format (`jobadapter_celery.hostile`)."""
+        from jobadapter_celery.hostile import celery_kinds
+
+        return celery_kinds(self)
 
     def _publish(
         self, envelope: Envelope, at: datetime | None, options: Mapping[str, Any], producer: Any = None
@@ -272,7 +363,7 @@ class CeleryAdapter(Adapter):
                 envelope.job_class,
                 args=[envelope.encode()],
                 task_id=envelope.job_id,
-                queue=envelope.queue_name,
+                queue=self.fit_queue(envelope.queue_name),
                 priority=self.broker_priority(envelope.priority),
                 eta=None if at is None else self.hop_eta(at),
                 serializer="json",
@@ -320,6 +411,44 @@ class CeleryAdapter(Adapter):
                 retry_policy={"max_retries": 5, "interval_start": 0, "interval_step": 0.5},
             )
 
+    def enqueue_failed(self, envelopes: Sequence[tuple[Envelope, JobError]]) -> None:
+        """Each job as a dead letter, as the worker writes one when a job fails for good, so
+        ``jobs(FAILED)`` lists it and ``retry`` publishes it again with its task id."""
+        try:
+            for envelope, error in envelopes:
+                reason = f"{error.error_class}: {error.message}" if error.message else error.error_class
+                self.dead_letter_publish(envelope.encode(), reason, envelope.job_class, envelope.job_id)
+        except _PUBLISH_ERRORS as failure:
+            raise EnqueueError(
+                f"Celery could not take {len(envelopes)} failed job(s): {failure}"
+            ) from failure
+
+    def drain_for_move(self, state: JobState, queue: str) -> Drain | None:
+        """On RabbitMQ, `jobadapter_celery.drain.AmqpDrain`; Redis lists and deletes natively."""
+        if self.transport != "amqp":
+            return None
+        from jobadapter_celery.drain import AmqpDrain
+
+        return AmqpDrain(self, JobState(state), queue)
+
+    def migration_ledger(self, move: str) -> Ledger | None:
+        """On Redis, a hash next to the jobs (`jobadapter.migrate.ledger.RedisLedger`)."""
+        if not isinstance(self.operations, RedisOperations):
+            return None
+        from jobadapter.migrate.ledger import REDIS_KEY, RedisLedger
+
+        return RedisLedger(self.operations.client, self.operations.key(REDIS_KEY.format(move=move)))
+
+    def running_workers(self, queues: Collection[str]) -> list[str]:
+        """Celery's own answer: the workers that reply to ``inspect active_queues`` within a
+        second and consume one of ``queues``."""
+        replies = self.app.control.inspect(timeout=1.0).active_queues() or {}
+        return sorted(
+            node
+            for node, consumed in replies.items()
+            if any(queue.get("name") in queues for queue in consumed or [])
+        )
+
     def purge(self, queue_names: Sequence[str]) -> None:
         """Delete these queues and the jobs waiting in them (the dead-letter queue stays)."""
         with self.app.connection_for_write() as connection:
@@ -327,6 +456,10 @@ class CeleryAdapter(Adapter):
             for name in queue_names:
                 if self.transport == "redis":
                     channel.queue_purge(name)  # kombu's Redis queue_delete only knows this channel's bindings
+                    # The exchange Celery made for the queue (named like it) and its bindings.
+                    prefix = channel.global_keyprefix
+                    bindings = (channel.keyprefix_queue, channel.keyprefix_binding_permanent)
+                    channel.client.delete(*(prefix + binding % (name,) for binding in bindings))
                 else:
                     channel.queue_delete(name)
 
@@ -374,9 +507,63 @@ class CeleryAdapter(Adapter):
 
     def status(self, job_id: str) -> str | None:
         if not self.has_result_backend:
-            raise NotImplementedError("this Celery app has no result backend (URL option result_backend)")
+            raise NotImplementedError(
+                "job states are kept only with a result backend (URL option results=1 or result_backend)"
+            )
         state = str(self.app.backend.get_task_meta(job_id).get("status"))
         return _STATES.get(state)
+
+    # -- operations (`jobadapter_celery.operations`) -----------------------------------------
+
+    def queues(self) -> list[QueueInfo]:
+        return self.operations.queues()
+
+    def jobs(
+        self, state: JobState, *, filter: JobFilter = EVERY_JOB, limit: int = 50, offset: int = 0
+    ) -> list[JobRecord]:
+        return self.operations.jobs(JobState(state), filter, limit, offset)
+
+    def find(self, job_id: str) -> JobRecord:
+        return self.operations.find(job_id)
+
+    def retry(self, job_ids: Sequence[str]) -> int:
+        return self.operations.retry(job_ids)
+
+    def retry_all(self, filter: JobFilter = EVERY_JOB, *, progress: Progress | None = None) -> int:
+        return self.operations.retry_all(filter, progress)
+
+    def discard(self, job_ids: Sequence[str]) -> int:
+        return self.operations.discard(job_ids)
+
+    def delete_moved(self, records: Sequence[JobRecord]) -> set[str]:
+        """Redis deletes a moved batch in one pass (`RedisOperations.delete_moved`); RabbitMQ is
+        drained instead (`drain_for_move`)."""
+        if isinstance(self.operations, RedisOperations):
+            return self.operations.delete_moved(records)
+        return super().delete_moved(records)
+
+    def discard_all(
+        self, state: JobState, filter: JobFilter = EVERY_JOB, *, progress: Progress | None = None
+    ) -> int:
+        """Redis walks each list once; RabbitMQ walks its dead-letter queue once, and pages
+        pending or scheduled jobs through the journal (the base class)."""
+        if isinstance(self.operations, RedisOperations):
+            return self.operations.discard_all(state, filter, progress)
+        if state is JobState.FAILED:
+            return self.operations.discard_failed(filter, progress)
+        return super().discard_all(state, filter, progress=progress)
+
+    def discarded(self, envelope: Envelope) -> bool:
+        return self.operations.discarded(envelope)
+
+    def run_now(self, job_id: str) -> None:
+        self.operations.run_now(job_id)
+
+    def pause(self, queue: str) -> None:
+        self.operations.pause(queue)
+
+    def resume(self, queue: str) -> None:
+        self.operations.resume(queue)
 
     def run_worker(
         self, *, queues: Sequence[str] | None = None, concurrency: int = 1, burst: bool = False
@@ -385,9 +572,11 @@ class CeleryAdapter(Adapter):
 
         if burst:
             raise ConfigurationError("a Celery worker has no burst mode: stop it with SIGTERM")
-        run(self, list(queues or [DEFAULT_QUEUE]), concurrency)
+        run(self, [self.fit_queue(name) for name in queues or registry.declared_queues()], concurrency)
 
     def close(self) -> None:
+        if isinstance(self.operations, RedisOperations):
+            self.operations.close()
         if not self.closed and self.owns_app:  # an attached app belongs to the application
             self.app.close()
         super().close()
@@ -419,7 +608,16 @@ def _settings(query: Mapping[str, str]) -> Settings:
         dead_letter_queue=query.get("dead_letter_queue", "jobadapter.dead"),
         connect_timeout=_number(query, "connect_timeout", 2.0),
         publish_retries=int(_number(query, "publish_retries", 2.0)),
+        results="result_backend" in query or _flag(query, "results"),
+        prefetch=max(1, int(option_number("celery", "prefetch", query.get("prefetch"), 1, whole=True))),
     )
+
+
+def _flag(query: Mapping[str, str], name: str) -> bool:
+    value = query.get(name, "0").lower()
+    if value not in ("0", "1", "true", "false", "yes", "no"):
+        raise ConfigurationError(f"celery option {name} must be 0 or 1, not {value!r}")
+    return value in ("1", "true", "yes")
 
 
 def _number(query: Mapping[str, str], name: str, default: float) -> float:
@@ -455,7 +653,7 @@ def _peek_amqp(connection: Any, queue: Queue) -> list[tuple[str, str]]:
         bound: Any = queue(channel)
         bound.declare()
         while (message := bound.get(no_ack=False, accept=["json"])) is not None:
-            found.append(_entry(message.payload))
+            found.append(_entry(message.body))
     finally:
         channel.close()
     return found
@@ -468,15 +666,24 @@ def _peek_redis(connection: Any, name: str) -> list[tuple[str, str]]:
         raw = client.lrange(name, 0, -1)
     found = []
     for item in reversed(raw):
-        message = json.loads(item)
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        found.append(_entry(json.loads(body)))
+        try:
+            message = json.loads(item)
+            body = message["body"]
+            if message.get("properties", {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            body = item  # not a kombu entry: listed as it is
+        found.append(_entry(body))
     return found
 
 
-def _entry(document: Any) -> tuple[str, str]:
-    if isinstance(document, dict):
+def _entry(body: Any) -> tuple[str, str]:
+    """One dead letter as ``(payload, reason)``; never raises, whatever the entry holds."""
+    text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else str(body)
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return text, "not a jobadapter dead-letter entry (not JSON)"
+    if isinstance(document, dict) and "reason" in document:
         return str(document.get("payload", "")), str(document.get("reason", ""))
-    return json.dumps(document), "not a jobadapter dead-letter entry"
+    return text, "not a jobadapter dead-letter entry"

@@ -19,6 +19,10 @@ ATTACH_BROKER = "redis://127.0.0.1:6379/8"
 native_app = Celery("native", broker=ATTACH_BROKER, backend=ATTACH_BROKER, set_as_current=False)
 native_app.conf.update(task_serializer="json", accept_content=["json"], worker_hijack_root_logger=False)
 
+native_amqp_app = Celery("native-amqp", broker="amqp://guest:guest@127.0.0.1:5672//", set_as_current=False)
+native_amqp_app.conf.update(task_serializer="json", accept_content=["json"], worker_hijack_root_logger=False)
+"""An existing Celery app on RabbitMQ that declares its queues without priorities."""
+
 
 @native_app.task(name="native.add")  # type: ignore[untyped-decorator]
 def add(label: str, a: int, b: int) -> int:
@@ -41,13 +45,14 @@ class LimitsJob(Job):
 
     def perform(self, label: str) -> None:
         request = current_task.request
-        record(label, "performed", self, {"timelimit": request.timelimit, "expires": request.expires})
+        detail = {"timelimit": request.timelimit, "expires": request.expires, "argsrepr": request.argsrepr}
+        record(label, "performed", self, detail)
 
 
 @retry_on(Flaky, wait=0.2, attempts=3, jitter=0)
 class RetryOnceJob(Job):
     def perform(self, label: str) -> None:
-        record(label, "performed", self)
+        record(label, "performed", self, {"argsrepr": current_task.request.argsrepr})  # what Flower shows
         if self.executions == 1:
             raise Flaky(f"{label} first attempt")
 

@@ -14,6 +14,8 @@
 | failure | Dramatiq's dead-letter queue (``<queue>.XQ``), the error in ``options["jobadapter_error"]``
   and ``options["traceback"]`` |
 | ``perform_all_later`` | one AMQP transaction (RabbitMQ) or one Redis ``MULTI`` pipeline per batch |
+| a body that is not a Dramatiq message | refused by the worker's consumer (`jobadapter_dramatiq.wire`):
+  a record of it in ``<queue>.XQ`` with the reason, the original acknowledged |
 
 Long waits: a Dramatiq worker holds a delayed message unacknowledged in memory
 until its ``eta``; RabbitMQ closes a channel that holds a delivery longer than
@@ -40,10 +42,11 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pika  # type: ignore[import-untyped]
@@ -53,24 +56,30 @@ from dramatiq import Message
 from dramatiq.broker import Broker
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import current_millis, dq_name, xq_name
+from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import BrokerError
 
 from jobadapter.adapters.base import (
-    EVERY_CAPABILITY,
+    JOB_CAPABILITIES,
     Adapter,
     AdapterURL,
     Capability,
+    Drain,
     EnqueueRequest,
     option_number,
 )
 from jobadapter.envelope import Envelope
 from jobadapter.errors import ConfigurationError, EnqueueError
+from jobadapter.operations import JobError, JobState
+from jobadapter_dramatiq.operations import RabbitmqOperations, RedisOperations
+from jobadapter_dramatiq.wire import dead_letter_copy, failed_copy, failure
+
+if TYPE_CHECKING:  # the fault suite's tools are never imported by a worker
+    from jobadapter.faults.hostile import HostileMessage
+    from jobadapter.migrate.ledger import Ledger
 
 RAW_ACTOR = "jobadapter.payload"
 """The actor name of a raw payload whose text names no job class (`enqueue_payload` only)."""
-ERROR_OPTION = "jobadapter_error"
-"""Message option holding ``ErrorClass: message`` of a dead-lettered job."""
 ETA_OPTION = "jobadapter_eta"
 """Message option holding the real due time (epoch ms) of a delay cut into hops."""
 
@@ -92,6 +101,10 @@ _SHARED_NOTES = {
         "each retry: a delayed copy of the message, same message_id, options.retries counted"
     ),
 }
+T = TypeVar("T")
+HEARTBEAT_WINDOW = 1.2
+"""Seconds ``running_workers`` watches Dramatiq's heartbeats on Redis: more than twice the
+default ``worker_timeout`` (0.5 s) between a consumer's fetches."""
 _BROKER_ERRORS = (BrokerError, pika.exceptions.AMQPError, redis.RedisError, OSError)
 
 
@@ -190,7 +203,7 @@ class DramatiqAdapter(Adapter):
         actor_name = RAW_ACTOR
         try:
             document = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to read: the worker refuses it
             document = None
         if isinstance(document, dict) and isinstance(document.get("job_class"), str):
             actor_name = document["job_class"] or RAW_ACTOR
@@ -199,12 +212,44 @@ class DramatiqAdapter(Adapter):
         )
         self._send(message, None)
 
+    def hostile_messages(self) -> Sequence[HostileMessage]:
+        """Dramatiq-level hostile messages (`jobadapter_dramatiq.hostile`), and this broker's own.
+
+        Imported here, in the fault suite's process only: the suite's tools import the canary.
+        """
+        from jobadapter_dramatiq import hostile
+
+        return [*hostile.kinds(self), *self._own_hostile_messages()]
+
+    def _own_hostile_messages(self) -> list[HostileMessage]:
+        raise NotImplementedError
+
+    def write_raw(self, queue_name: str, body: bytes, content_type: str | None = None) -> None:
+        """Put ``body`` on ``queue_name`` as is, bypassing Dramatiq (the fault suite's hostile messages)."""
+        raise NotImplementedError
+
+    def enqueue_failed(self, envelopes: Sequence[tuple[Envelope, JobError]]) -> None:
+        """Each job's message as the worker dead-letters one, its error in the options."""
+        letters = [failed_copy(self.message(envelope, {}), error) for envelope, error in envelopes]
+        with self._publishing(f"{len(letters)} failed jobs"):
+            for letter in letters:
+                self.declare(letter.queue_name)
+            self._file_dead_letters(letters)
+
+    def _file_dead_letters(self, letters: Sequence[Message[Any]]) -> None:
+        raise NotImplementedError
+
+    def publish_native(self, message: Message[Any]) -> None:
+        """Publish a Dramatiq message as Dramatiq would, whatever actor it names."""
+        self._send(message, None)
+
     def enqueue_all(self, requests: Sequence[EnqueueRequest]) -> list[str | None]:
         batch = [self.delayed(self.message(r.envelope, r.options), r.envelope.scheduled_at) for r in requests]
         with self._publishing(f"a batch of {len(batch)} jobs"):
             for message, _ in batch:
                 self.declare(message.queue_name)
             self._publish_batch(batch)
+        self.published_batches += 1
         return [message.message_id for message, _ in batch]
 
     def delayed(self, message: Message[Any], at: datetime | None) -> tuple[Message[Any], int | None]:
@@ -265,6 +310,15 @@ class DramatiqAdapter(Adapter):
         with its error. Called by the worker's middleware once ``Retries`` failed it."""
         raise NotImplementedError
 
+    def paused_queues(self) -> frozenset[str] | None:
+        """The queues workers must not take jobs from now; None where this adapter has nowhere
+        to keep pauses (its workers then watch none)."""
+        return None
+
+    def end_run(self) -> None:
+        """Called by the worker once a message was processed: drop what ``discarded`` claimed
+        for it, where the adapter claims anything."""
+
     def close(self) -> None:
         if not self.closed and not self.attached:
             self.broker.close()
@@ -282,57 +336,38 @@ class DramatiqAdapter(Adapter):
             return sorted(self._queues | set(self.broker.get_declared_queues()))
 
     def failed(self) -> list[tuple[str, str]]:
-        return [_failure(data) for queue in self.known_queues() for data in self._dead_letters(queue)]
+        return [failure(data) for queue in self.known_queues() for data in self._dead_letters(queue)]
 
     def _dead_letters(self, queue_name: str) -> list[bytes]:
         raise NotImplementedError
 
 
-def dead_letter_copy(message: Any, error: BaseException) -> Message[Any]:
-    """The failed message as it is kept in the dead-letter queue: the error in its options."""
-    copy: Message[Any] = message.copy(
-        options={
-            ERROR_OPTION: f"{type(error).__name__}: {error}",
-            "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
-        }
-    )
-    return copy
-
-
-def _failure(data: bytes) -> tuple[str, str]:
-    """``(payload, reason)`` of one dead-lettered message."""
-    try:
-        message = Message.decode(data)
-    except BrokerError:
-        return data.decode("utf-8", "replace"), "the message is not a Dramatiq message"
-    payload = message.args[0] if len(message.args) == 1 else list(message.args)
-    text = payload if isinstance(payload, str) else json.dumps(payload)
-    reason = message.options.get(ERROR_OPTION) or "dead-lettered by Dramatiq (no error recorded)"
-    trace = message.options.get("traceback")
-    return text, f"{reason}\n{trace}" if trace else str(reason)
-
-
-class RabbitmqAdapter(DramatiqAdapter):
-    """Dramatiq on RabbitMQ: priorities are message priorities, redelivery is RabbitMQ's own."""
+class RabbitmqAdapter(RabbitmqOperations, DramatiqAdapter):
+    """Dramatiq on RabbitMQ: priorities are message priorities, redelivery is RabbitMQ's own;
+    operated through the dead letters and the journal (`jobadapter_dramatiq.operations`)."""
 
     def purge(self, queue_names: Sequence[str]) -> None:
         """Delete these queues with their delay and dead-letter queues, so none are left behind."""
-        assert isinstance(self.broker, RabbitmqBroker)
         for queue_name in queue_names:
             for name in (queue_name, dq_name(queue_name), xq_name(queue_name)):
-                try:
-                    self.broker.channel.queue_delete(name)
-                except pika.exceptions.AMQPChannelError:
-                    del self.broker.channel  # the broker closed it: reopen for the next one
+                self._reconnecting(partial(self._delete_queue, name))
 
-    name: ClassVar[str] = "Dramatiq(RabbitMQ)"
-    capabilities: ClassVar[frozenset[Capability]] = EVERY_CAPABILITY
+    name: ClassVar[str] = "Dramatiq"
+    JOB_FEATURES: ClassVar[frozenset[Capability]] = JOB_CAPABILITIES
     notes: ClassVar[Mapping[str, str]] = {
         **_SHARED_NOTES,
         Capability.PRIORITY.value: "RabbitMQ message priority (queues with x-max-priority=10)",
         Capability.BULK.value: "one AMQP transaction (tx_select/tx_commit) per batch",
         Capability.FAILED_STORE.value: "Dramatiq's dead-letter queue <queue>.XQ, the error in its options",
         Capability.AT_LEAST_ONCE.value: "unacked deliveries are requeued when a worker's connection drops",
+        **RabbitmqOperations.OPERATION_NOTES,
+        Capability.MIGRATE_FROM.value: (
+            "<queue>, <queue>.DQ and <queue>.XQ taken with unacknowledged basic_get, each moved message "
+            "acked, the rest given back; running workers from RabbitMQ's consumer counts; needs --queues"
+        ),
+        Capability.MIGRATE_TO.value: (
+            "one AMQP transaction per batch; a failed job is a dead letter in <queue>.XQ with its error"
+        ),
     }
     broker: RabbitmqBroker
 
@@ -354,11 +389,28 @@ class RabbitmqAdapter(DramatiqAdapter):
             return None
         return top - min(max(priority or 0, 0), top)
 
+    def _delete_queue(self, name: str) -> None:
+        self.broker.channel.queue_delete(name)
+
     def declare(self, queue_name: str) -> None:
         super().declare(queue_name)
         self.broker.declare_queue(queue_name, ensure=True)
 
+    def _reconnecting(self, operation: Callable[[], T]) -> T:
+        """Run ``operation`` on this thread's connection, and once more on a new one if that one
+        died (after an outage). Dramatiq's ``enqueue`` replaces a dead connection itself; the
+        connection and channel properties used here would hand out the dead one for ever."""
+        try:
+            return operation()
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError):
+            del self.broker.connection  # and its channel
+            return operation()
+
     def _publish_batch(self, batch: Sequence[tuple[Message[Any], int | None]]) -> None:
+        """One AMQP transaction; on a connection found dead, the whole transaction once more."""
+        self._reconnecting(lambda: self._publish_transaction(batch))
+
+    def _publish_transaction(self, batch: Sequence[tuple[Message[Any], int | None]]) -> None:
         channel = self.broker.connection.channel()
         try:
             channel.tx_select()
@@ -387,23 +439,91 @@ class RabbitmqAdapter(DramatiqAdapter):
     def dead_letter(self, message: Any, error: BaseException) -> None:
         """Publish the failed message, with its error, to ``<queue>.XQ``; the original is then
         acknowledged (RabbitMQ's own dead-lettering would keep only the original body)."""
-        copy = dead_letter_copy(message, error)
-        self.broker.channel.basic_publish(
-            exchange="",
-            routing_key=xq_name(message.queue_name),
-            body=copy.encode(),
-            properties=pika.BasicProperties(delivery_mode=2),
-        )
+        self.publish_dead_letter(dead_letter_copy(message, error))
         message.failed = False
+
+    def publish_dead_letter(self, message: Message[Any]) -> None:
+        """Publish ``message`` to the dead-letter queue of its queue, persistent (and confirmed,
+        with ``confirm_delivery``), on this thread's channel."""
+        self._reconnecting(
+            lambda: self.broker.channel.basic_publish(
+                exchange="",
+                routing_key=xq_name(message.queue_name),
+                body=message.encode(),
+                properties=pika.BasicProperties(delivery_mode=2),
+            )
+        )
+
+    def _file_dead_letters(self, letters: Sequence[Message[Any]]) -> None:
+        for letter in letters:
+            self.broker.declare_queue(letter.queue_name, ensure=True)
+            self.publish_dead_letter(letter)
+
+    def drain_for_move(self, state: JobState, queue: str) -> Drain | None:
+        from jobadapter_dramatiq.drain import RabbitmqDrain
+
+        return self._reconnecting(lambda: RabbitmqDrain(self, JobState(state), q_name(queue)))
+
+    def running_workers(self, queues: Collection[str]) -> list[str]:
+        """RabbitMQ's own count of consumers on each queue and its delay queue."""
+        found = []
+        for queue in sorted(queues):
+            for name in (queue, dq_name(queue)):
+                consumers = self._reconnecting(partial(self._consumer_count, name))
+                if consumers:
+                    found.append(f"{consumers} consumer(s) of {name}")
+        return found
+
+    def _consumer_count(self, name: str) -> int:
+        """Consumers of queue ``name`` (0 if it does not exist), from a passive declare."""
+        channel = self.broker.connection.channel()
+        try:
+            declared = channel.queue_declare(name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker:  # 404: no such queue, no consumer
+            return 0
+        finally:
+            if channel.is_open:
+                channel.close()
+        return int(declared.method.consumer_count)
+
+    def write_raw(self, queue_name: str, body: bytes, content_type: str | None = None) -> None:
+        self.declare(q_name(queue_name))
+        self._reconnecting(
+            lambda: self.broker.channel.basic_publish(
+                exchange="",
+                routing_key=queue_name,
+                body=body,
+                properties=pika.BasicProperties(delivery_mode=2, content_type=content_type),
+            )
+        )
+
+    def _own_hostile_messages(self) -> list[HostileMessage]:
+        from jobadapter.faults.hostile import HostileMessage
+        from jobadapter_dramatiq.hostile import message_fields
+
+        def pickle_typed(queue: str, marker: str) -> None:
+            body = json.dumps(message_fields(queue, marker)).encode()
+            self.write_raw(queue, body, content_type="application/x-python-serialize")
+
+        return [
+            HostileMessage(
+                "pickle-content-type",
+                "a good Dramatiq body whose AMQP content_type says pickle",
+                pickle_typed,
+            )
+        ]
 
     def queue_sizes(self) -> dict[str, int]:
         sizes = {}
         for queue in self.known_queues():
-            counts = self.broker.get_queue_message_counts(queue)
+            counts = self._reconnecting(partial(self.broker.get_queue_message_counts, queue))
             sizes[queue] = counts[0] + counts[1]
         return sizes
 
     def _dead_letters(self, queue_name: str) -> list[bytes]:
+        return self._reconnecting(lambda: self._read_dead_letters(queue_name))
+
+    def _read_dead_letters(self, queue_name: str) -> list[bytes]:
         """Read ``<queue>.XQ`` without consuming it: unacknowledged gets return on channel close."""
         self.broker.declare_queue(queue_name, ensure=True)
         channel = self.broker.connection.channel()
@@ -420,11 +540,12 @@ class RabbitmqAdapter(DramatiqAdapter):
         return bodies
 
 
-class RedisAdapter(DramatiqAdapter):
-    """Dramatiq on Redis: FIFO lists, redelivery after a dead worker's heartbeat times out."""
+class RedisAdapter(RedisOperations, DramatiqAdapter):
+    """Dramatiq on Redis: FIFO lists, redelivery after a dead worker's heartbeat times out;
+    operated natively (`jobadapter_dramatiq.operations`)."""
 
-    name: ClassVar[str] = "Dramatiq(Redis)"
-    capabilities: ClassVar[frozenset[Capability]] = EVERY_CAPABILITY - {Capability.PRIORITY}
+    name: ClassVar[str] = "Dramatiq"
+    JOB_FEATURES: ClassVar[frozenset[Capability]] = JOB_CAPABILITIES - {Capability.PRIORITY}
     notes: ClassVar[Mapping[str, str]] = {
         **_SHARED_NOTES,
         Capability.PRIORITY.value: (
@@ -436,6 +557,11 @@ class RedisAdapter(DramatiqAdapter):
         Capability.AT_LEAST_ONCE.value: (
             "a dead worker's messages are requeued once its heartbeat is 15 s old "
             "(heartbeat_timeout; maintenance_chance=10%)"
+        ),
+        **RedisOperations.OPERATION_NOTES,
+        Capability.MIGRATE_FROM.value: "listed and deleted natively; running workers from the heartbeats",
+        Capability.MIGRATE_TO.value: (
+            "one MULTI pipeline per batch; a failed job is a dead letter in <queue>.XQ with its error"
         ),
     }
     broker: RedisBroker
@@ -505,6 +631,70 @@ class RedisAdapter(DramatiqAdapter):
         field = message.options["redis_message_id"]
         if self.broker.client.hexists(key, field):
             self.broker.client.hset(key, field, copy.encode())
+
+    def _file_dead_letters(self, letters: Sequence[Message[Any]]) -> None:
+        """As Dramatiq's ``nack`` stores a dead letter: the body in ``<queue>.XQ.msgs``, its id in
+        the ``<queue>.XQ`` sorted set scored by the time it died; one MULTI for all."""
+        now = current_millis()
+        with self.broker.client.pipeline(transaction=True) as pipe:
+            for letter in letters:
+                redis_id = str(uuid.uuid4())
+                stored = letter.copy(options={"redis_message_id": redis_id})
+                dead = self._key(xq_name(letter.queue_name))
+                pipe.hset(f"{dead}.msgs", redis_id, stored.encode())
+                pipe.zadd(dead, {redis_id: now})
+            pipe.execute()
+
+    def migration_ledger(self, move: str) -> Ledger | None:
+        """A hash in the broker's namespace (`jobadapter.migrate.ledger.RedisLedger`)."""
+        from jobadapter.migrate.ledger import REDIS_KEY, RedisLedger
+
+        return RedisLedger(self.broker.client, self._key(REDIS_KEY.format(move=move)))
+
+    def running_workers(self, queues: Collection[str]) -> list[str]:
+        """Dramatiq's heartbeats: every consumer writes its broker id's time into
+        ``__heartbeats__`` each time it fetches (at least every ``worker_timeout``); a
+        producer writes it only when it publishes. The ids whose heartbeat moves within
+        `HEARTBEAT_WINDOW` seconds are consumers. Dramatiq does not record which queues
+        a consumer reads, so any live one counts."""
+        key = self._key("__heartbeats__")
+        before = self._heartbeats(key)
+        time.sleep(HEARTBEAT_WINDOW)
+        after = self._heartbeats(key)
+        return sorted(
+            worker
+            for worker, beat in after.items()
+            if beat > before.get(worker, 0) and worker != self.broker.broker_id
+        )
+
+    def _heartbeats(self, key: str) -> dict[str, float]:
+        beats: list[tuple[bytes, float]] = self.broker.client.zrange(key, 0, -1, withscores=True)  # type: ignore[assignment]
+        return {worker.decode(): beat for worker, beat in beats}
+
+    def write_raw(self, queue_name: str, body: bytes, content_type: str | None = None) -> None:
+        """As Dramatiq's ``enqueue`` script stores a message: the body in ``<queue>.msgs`` under a
+        fresh id, the id at the tail of the list (``content_type`` has no place on Redis)."""
+        self.declare(q_name(queue_name))
+        redis_id = str(uuid.uuid4())
+        with self.broker.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key(f"{queue_name}.msgs"), redis_id, body)
+            pipe.rpush(self._key(queue_name), redis_id)
+            pipe.execute()
+
+    def _own_hostile_messages(self) -> list[HostileMessage]:
+        from jobadapter.faults.hostile import HostileMessage
+        from jobadapter_dramatiq.hostile import message_fields
+
+        def without_id(queue: str, marker: str) -> None:
+            self.write_raw(queue, json.dumps(message_fields(queue, marker)).encode())
+
+        return [
+            HostileMessage(
+                "no-redis-id",
+                "a good Dramatiq body without the redis_message_id option Dramatiq acks it by",
+                without_id,
+            )
+        ]
 
     def queue_sizes(self) -> dict[str, int]:
         client = self.broker.client

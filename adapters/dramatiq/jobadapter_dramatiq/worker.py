@@ -13,8 +13,14 @@ instead of Dramatiq's bare "undefined actor".
 
 `JobadapterMiddleware` sits first in the broker's middleware list, which makes
 it the first to see a message and the last to see its outcome: it forwards
-delay hops that came due early, and, after ``Retries`` failed a job, moves it
-to the dead-letter queue with its error.
+delay hops that came due early, gives back a prefetched message whose queue
+was paused since, ends the job's running claim, and, after ``Retries`` failed
+a job, moves it to the dead-letter queue with its error.
+
+The broker's consumers are `jobadapter_dramatiq.consumers`' guarded ones: a
+body that is not a well-formed Dramatiq message is dead-lettered with its
+reason instead of wedging or crashing the worker, and a broker outage is
+survived, logged once, and recovered from unaided.
 
 SIGTERM or SIGINT is a warm shutdown: `Worker.stop` lets running jobs finish
 (for up to ``shutdown_timeout`` seconds) and returns prefetched messages.
@@ -27,19 +33,24 @@ import logging
 import os
 import signal
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from dramatiq import Actor, Worker
 from dramatiq.broker import Broker, MessageProxy
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, SkipMessage
 
 from jobadapter import registry
 from jobadapter.envelope import Envelope, decode, from_document
 from jobadapter.errors import InvalidEnvelope
 from jobadapter.execution import execute
+from jobadapter.worker_logging import announce_ready
 from jobadapter_dramatiq.adapter import ETA_OPTION, RAW_ACTOR, due_in_ms
+from jobadapter_dramatiq.consumers import Guard, install
 
 if TYPE_CHECKING:
     from jobadapter_dramatiq.adapter import DramatiqAdapter
@@ -50,17 +61,23 @@ _IDLE_CHECKS = 3
 
 
 class JobadapterMiddleware(Middleware):
-    """Runs delay hops and dead-letters failed jobs with their error (see the module docstring)."""
+    """Runs delay hops, gives back prefetched messages of paused queues, and dead-letters failed
+    jobs with their error (see the module docstring)."""
 
-    def __init__(self, adapter: DramatiqAdapter, actor_names: set[str]) -> None:
+    def __init__(self, adapter: DramatiqAdapter, actor_names: set[str], guard: Guard) -> None:
         self.adapter = adapter
         self.actor_names = actor_names
+        self.guard = guard
         self._current = threading.local()
 
     def current_actor_name(self) -> str:
         """The actor name of the message this worker thread is processing."""
         name: str = self._current.actor_name
         return name
+
+    def current_message_id(self) -> str | None:
+        """The message id (the job's ``provider_job_id``) of the message being processed."""
+        return getattr(self._current, "message_id", None)
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         eta = message.options.get(ETA_OPTION)
@@ -69,7 +86,11 @@ class JobadapterMiddleware(Middleware):
             _logger.debug("%s (%s) is not due yet: next hop in %d ms", message, message.message_id, delay)
             broker.enqueue(message.copy(), delay=delay)
             raise SkipMessage("not due yet: forwarded to the next delay hop")
+        if self.guard.paused(q_name(message.queue_name)):
+            self.guard.give_back(message)
+            raise SkipMessage("its queue is paused: given back to the queue")
         self._current.actor_name = message.actor_name
+        self._current.message_id = message.message_id
 
     def after_process_message(
         self,
@@ -80,6 +101,7 @@ class JobadapterMiddleware(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         self._current.actor_name = None
+        self.adapter.end_run()
         ours = message.actor_name in self.actor_names or message.actor_name not in broker.actors
         if exception is not None and message.failed and ours:
             self.adapter.dead_letter(message, exception)
@@ -106,7 +128,7 @@ def _runner(adapter: DramatiqAdapter, middleware: JobadapterMiddleware) -> Calla
             raise InvalidEnvelope(
                 f"a message for actor {actor_name!r} carries a {envelope.job_class!r} envelope"
             )
-        execute(envelope, adapter)
+        execute(envelope, adapter, middleware.current_message_id())
 
     return perform
 
@@ -156,6 +178,11 @@ def run(adapter: DramatiqAdapter, *, queues: Sequence[str] | None, threads: int,
         if pid == 0:
             code = 1
             try:
+                if isinstance(adapter.broker, RedisBroker):
+                    # Each process its own heartbeat and ack sets, as with Dramatiq's own CLI: a
+                    # consumer that restarts requeues what its ack set holds that its own process
+                    # is not running, which must not include a sibling's jobs.
+                    adapter.broker.broker_id = str(uuid.uuid4())
                 _run_one(adapter, queues=queues, threads=threads, burst=burst)
                 code = 0
             finally:
@@ -179,12 +206,17 @@ def run(adapter: DramatiqAdapter, *, queues: Sequence[str] | None, threads: int,
 def _run_one(adapter: DramatiqAdapter, *, queues: Sequence[str] | None, threads: int, burst: bool) -> None:
     """One Dramatiq worker (consumer and worker threads) in this process."""
     broker = adapter.broker
-    names = list(
-        queues or sorted({c.queue_as for c in registry.registered().values() if isinstance(c.queue_as, str)})
-    )
-    if not names:
-        names = ["default"]
-    middleware = JobadapterMiddleware(adapter, set())
+    names = list(queues or registry.declared_queues())
+    guard = Guard(adapter)
+    install(broker, guard)
+    guard.outage.watch(names)
+    if not _logger.isEnabledFor(logging.DEBUG):
+        # pika logs every failed connection attempt (several ERROR lines and a traceback, per
+        # consumer, every restart); each failure also surfaces as an exception that the
+        # consumers' outage log or the adapter's EnqueueError reports.
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
+    guard.watch_pauses()
+    middleware = JobadapterMiddleware(adapter, set(), guard)
     first = type(broker.middleware[0]) if broker.middleware else None
     broker.add_middleware(middleware, before=first)
     declare_actors(adapter, middleware, names[0])
@@ -202,6 +234,7 @@ def _run_one(adapter: DramatiqAdapter, *, queues: Sequence[str] | None, threads:
         worker.start()
         for name in names:
             broker.declare_queue(name)
+        announce_ready(adapter.name)
         idle = 0
         while not stop.wait(0.2):
             if burst:
@@ -209,6 +242,7 @@ def _run_one(adapter: DramatiqAdapter, *, queues: Sequence[str] | None, threads:
                 if idle >= _IDLE_CHECKS:
                     break
     finally:
+        guard.stopping.set()
         worker.stop(timeout=int(adapter.shutdown_timeout * 1000))
         for sig, handler in previous.items():
             signal.signal(sig, handler)

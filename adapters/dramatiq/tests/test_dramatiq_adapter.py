@@ -1,4 +1,4 @@
-"""The Dramatiq adapter against the real RabbitMQ (127.0.0.1:5672) and Redis (databases 10 and 11)."""
+"""The Dramatiq adapter against the real RabbitMQ (127.0.0.1:5672) and a private redis-server per test."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from jobadapter.conformance.harness import Backend
 from jobadapter.conformance.jobs import FailingJob, RecordJob
 from jobadapter.conformance.probe import Probe
 from jobadapter.envelope import from_document
+from jobadapter.faults.brokers import PrivateRedis
 
 AMQP = "dramatiq+amqp://guest:guest@127.0.0.1:5672"
-REDIS = "dramatiq+redis://127.0.0.1:6379/10"
 
 
 class Greet(Job):
@@ -35,17 +35,27 @@ class Greet(Job):
 
 
 @pytest.fixture
-def redis_db() -> Iterator[Redis]:
-    connection = Redis.from_url("redis://127.0.0.1:6379/10")
-    connection.flushdb()
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own: nothing to flush, nothing shared with parallel runs."""
+    with PrivateRedis(persistent=False) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(private_redis: PrivateRedis) -> str:
+    return f"dramatiq+{private_redis.url}"
+
+
+@pytest.fixture
+def redis_db(private_redis: PrivateRedis) -> Iterator[Redis]:
+    connection = Redis.from_url(private_redis.url)
     yield connection
-    connection.flushdb()
     connection.close()
 
 
 @pytest.fixture
-def redis_adapter(redis_db: Redis) -> Iterator[RedisAdapter]:
-    adapter = config.build_adapter(REDIS)
+def redis_adapter(redis_url: str) -> Iterator[RedisAdapter]:
+    adapter = config.build_adapter(redis_url)
     assert isinstance(adapter, RedisAdapter)
     with config.override(adapter):
         yield adapter
@@ -91,8 +101,8 @@ def test_delays_use_the_delay_queue(redis_adapter: RedisAdapter, redis_db: Redis
     assert ETA_OPTION not in message.options
 
 
-def test_a_long_wait_is_cut_into_hops_of_the_horizon(redis_db: Redis) -> None:
-    adapter = config.build_adapter(REDIS + "?delay_horizon=60")
+def test_a_long_wait_is_cut_into_hops_of_the_horizon(redis_url: str) -> None:
+    adapter = config.build_adapter(redis_url + "?delay_horizon=60")
     assert isinstance(adapter, DramatiqAdapter)
     due = datetime.now(timezone.utc) + timedelta(weeks=1)
     message, delay = adapter.delayed(Message("q", "a", (), {}, {}), due)
@@ -133,8 +143,8 @@ def test_bulk_is_one_transaction_of_native_messages(redis_adapter: RedisAdapter,
     assert {m.message_id for m in _stored(redis_db, "dq-test-greetings")} == {j.job_id for j in jobs[:50]}
 
 
-def test_attaching_to_an_application_broker(redis_db: Redis) -> None:
-    app_broker = RedisBroker(url="redis://127.0.0.1:6379/10", namespace="app")  # type: ignore[no-untyped-call]
+def test_attaching_to_an_application_broker(private_redis: PrivateRedis, redis_db: Redis) -> None:
+    app_broker = RedisBroker(url=private_redis.url, namespace="app")  # type: ignore[no-untyped-call]
     adapter = config.build_adapter("dramatiq://", broker=app_broker)
     assert isinstance(adapter, RedisAdapter) and adapter.broker is app_broker
     with config.override(adapter):
@@ -147,7 +157,7 @@ def test_attaching_to_an_application_broker(redis_db: Redis) -> None:
 def test_priorities_map_onto_rabbitmq_message_priorities(amqp_adapter: RabbitmqAdapter) -> None:
     assert Capability.PRIORITY in amqp_adapter.capabilities
     assert [amqp_adapter.broker_priority(p) for p in (None, 0, 1, 5, 10, 99, -3)] == [10, 10, 9, 5, 0, 0, 10]
-    assert Capability.PRIORITY not in RedisAdapter.capabilities
+    assert Capability.PRIORITY not in RedisAdapter.JOB_FEATURES
 
 
 def test_rabbitmq_bulk_is_one_transaction(amqp_adapter: RabbitmqAdapter) -> None:
@@ -176,7 +186,7 @@ def test_bad_urls_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="could not be loaded"):
         config.build_adapter("dramatiq://?broker=no_such_module:broker")
     with pytest.raises(ConfigurationError, match="delay_horizon"):
-        config.build_adapter(REDIS + "?delay_horizon=soon")
+        config.build_adapter("dramatiq+redis://127.0.0.1:6379/0?delay_horizon=soon")
 
 
 @pytest.fixture
@@ -222,12 +232,8 @@ def test_failed_jobs_are_dead_lettered_with_their_error(horizon_backend: Backend
     assert horizon_backend.probe.count(label) == 1
 
 
-def test_processes_run_jobs_and_stop_warmly(tmp_path: Path) -> None:
-    redis_db = Redis.from_url("redis://127.0.0.1:6379/11")
-    redis_db.flushdb()
-    backend = Backend(
-        "dramatiq+redis://127.0.0.1:6379/11?processes=2", Probe(tmp_path / "probe.sqlite"), tmp_path, 20.0
-    )
+def test_processes_run_jobs_and_stop_warmly(redis_url: str, redis_db: Redis, tmp_path: Path) -> None:
+    backend = Backend(f"{redis_url}?processes=2", Probe(tmp_path / "probe.sqlite"), tmp_path, 20.0)
     queue = backend.queue("processes")
     label = backend.label_for("processes")
     try:
@@ -242,8 +248,8 @@ def test_processes_run_jobs_and_stop_warmly(tmp_path: Path) -> None:
                 job.queue_name = queue
             perform_all_later(jobs)
             backend.probe.wait_for_count(label, 20, 15)
+            # each worker process heartbeats under its own id (and this process under its own)
+            assert redis_db.zcard("dramatiq:__heartbeats__") == 3
             assert worker.terminate() == 0
     finally:
         backend.close()
-        redis_db.flushdb()
-        redis_db.close()

@@ -10,7 +10,8 @@
 | priority | bands: RQ queues ``name`` (None, or ≤ 0) and ``name:p1`` … ``name:p9``, consumed band by band |
 | retry | a new RQ job ``<job_id>-retry-<n>`` scheduled for the retry time, same jobadapter ``job_id`` |
 | failure | RQ's ``FailedJobRegistry`` with the traceback |
-| worker died | jobs left started by a dead worker go back to their queue (``abandoned_retries``) |
+| worker died | jobs it had taken or started go back to their queue (``abandoned_retries``), see
+  ``fetch.py`` and ``recovery.py`` |
 
 URL options: ``abandoned_retries`` (default 3), ``abandoned_check_interval`` in
 seconds (default 5), ``connect_timeout`` and ``socket_timeout`` in seconds
@@ -21,25 +22,34 @@ that is down). ``set(adapter_options=...)`` accepts RQ's ``timeout``, ``ttl``,
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any, ClassVar
+import signal
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue
+from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.job import Job as RQJob
 from rq.job import JobStatus
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from rq.registry import (
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
+from rq.results import Result
 from rq.serializers import JSONSerializer
-from rq.worker_pool import WorkerPool
+from rq.worker import Worker
 
 from jobadapter import registry
 from jobadapter.adapters.base import (
-    EVERY_CAPABILITY,
-    Adapter,
+    JOB_CAPABILITIES,
+    OPERATION_CAPABILITIES,
     AdapterURL,
     Capability,
     EnqueueRequest,
@@ -47,34 +57,23 @@ from jobadapter.adapters.base import (
 )
 from jobadapter.envelope import Envelope, from_document
 from jobadapter.errors import ConfigurationError, EnqueueError, UnknownJobError
+from jobadapter.faults.hostile import HostileMessage
+from jobadapter.operations import JobError
 from jobadapter_rq import worker as rq_worker
+from jobadapter_rq.failures import failed_entries
+from jobadapter_rq.fetch import push_wake, wake_key
+from jobadapter_rq.hostile import native_kinds
+from jobadapter_rq.names import band_queue_name, base_queue_name, consumed_queue_names, retry_id
+from jobadapter_rq.operations import RQOperations
+from jobadapter_rq.pool import JobAdapterPool
 
-BANDS = 10
-"""Priority bands per queue: band 0 (no priority, or ≤ 0) up to band 9 (priority ≥ 9)."""
+if TYPE_CHECKING:
+    from jobadapter.migrate.ledger import Ledger
+
 _OUR_OPTIONS = ("abandoned_retries", "abandoned_check_interval", "connect_timeout", "socket_timeout")
 
 
-def band_queue_name(queue_name: str, priority: int | None) -> str:
-    """The RQ queue holding ``queue_name`` jobs of ``priority``."""
-    band = 0 if priority is None else min(max(priority, 0), BANDS - 1)
-    return queue_name if band == 0 else f"{queue_name}:p{band}"
-
-
-def consumed_queue_names(queue_names: Sequence[str]) -> list[str]:
-    """RQ queues a worker listens to, most urgent band first, in the given order within a band."""
-    return [band_queue_name(name, band) for band in range(BANDS) for name in queue_names]
-
-
-def retry_id(job_id: str, executions: int) -> str:
-    """The RQ id of the attempt after ``executions`` runs.
-
-    A retry cannot reuse the running RQ job's id: when ``perform`` returns, RQ
-    saves that job as finished, over whatever was scheduled under its id.
-    """
-    return f"{job_id}-retry-{executions}"
-
-
-class RQAdapter(Adapter):
+class RQAdapter(RQOperations):
     """Publishes envelopes as native RQ jobs and runs RQ's worker on them.
 
     One Redis connection per adapter, with short timeouts so a Redis that is
@@ -82,16 +81,33 @@ class RQAdapter(Adapter):
     """
 
     name: ClassVar[str] = "RQ"
-    capabilities: ClassVar[frozenset[Capability]] = EVERY_CAPABILITY
+    capabilities: ClassVar[frozenset[Capability]] = JOB_CAPABILITIES | OPERATION_CAPABILITIES
     notes: ClassVar[Mapping[str, str]] = {
         Capability.EXTERNAL_WORKER.value: "RQ's forking Worker (WorkerPool for --concurrency > 1), JSON only",
         Capability.DELAYED.value: "RQ's ScheduledJobRegistry + the worker's scheduler (seconds, rounded up)",
         Capability.PRIORITY.value: "ten RQ queues per queue (name, name:p1 … name:p9), listed by band",
         Capability.BULK.value: "the whole batch in one Redis transaction (MULTI/EXEC)",
         Capability.FAILED_STORE.value: "RQ's FailedJobRegistry, with the traceback or the refusal reason",
-        Capability.AT_LEAST_ONCE.value: "a dead worker's started jobs are re-enqueued (3 times by default)",
+        Capability.AT_LEAST_ONCE.value: "a dead worker's taken and started jobs go back (started: 3 times)",
         Capability.GRACEFUL_SHUTDOWN.value: "RQ's warm shutdown",
         "test_retry_on_attempt_counts_and_stable_job_id": "each retry: a scheduled RQ job <job_id>-retry-<n>",
+        Capability.INSPECT.value: (
+            "natively from RQ's keys: the bands' queue lists, scheduled, started and failed registries, "
+            "the workers' processing lists; finished jobs for RQ's result_ttl (500 s by default)"
+        ),
+        Capability.RETRY.value: "the failed RQ job back on its queue (same RQ id), in one Lua script",
+        Capability.DISCARD.value: (
+            "the id leaves its queue list or registry and its hash is deleted, in one Lua script"
+        ),
+        Capability.RUN_NOW.value: "the scheduler's own atomic move (Lua) of that one job to its queue",
+        Capability.PAUSE.value: (
+            "a Redis set of paused queues that the fetch script checks: in effect when pause() returns"
+        ),
+        Capability.MIGRATE_FROM.value: "listed and deleted natively; running workers from RQ's registry",
+        Capability.MIGRATE_TO.value: (
+            "one Redis transaction per batch; a failed job is an RQ job in the FailedJobRegistry, "
+            "its error in exc_info"
+        ),
     }
     accepted_options: ClassVar[frozenset[str]] = frozenset({"timeout", "ttl", "result_ttl", "failure_ttl"})
     backend_packages: ClassVar[tuple[str, ...]] = ("rq", "redis")
@@ -147,13 +163,55 @@ class RQAdapter(Adapter):
                     transaction.add(*self._rq_job(envelope, envelope.job_id, request.options, at), at)
                 transaction.execute()
         except RedisError as error:
-            raise EnqueueError(f"Redis refused a batch of {len(requests)} jobs: {error}") from error
+            raise EnqueueError(f"Redis refused a batch of {len(requests)} jobs: {error}", taken=[]) from error
+        self.published_batches += 1
         return [request.envelope.job_id for request in requests]
+
+    def enqueue_failed(self, envelopes: Sequence[tuple[Envelope, JobError]]) -> None:
+        """Each job as RQ keeps a job that failed: status ``failed``, the error in ``exc_info``
+        (where `failures.reason_text` reads it), its id in the band's FailedJobRegistry for
+        RQ's default ``failure_ttl``; all in one Redis transaction."""
+        now = datetime.now(timezone.utc)
+        try:
+            with self.connection.pipeline() as pipeline:
+                for envelope, error in envelopes:
+                    queue, job = self._rq_job(envelope, envelope.job_id, {}, None)
+                    job.set_status(JobStatus.FAILED, pipeline=pipeline)
+                    job.ended_at = now
+                    pipeline.sadd(queue.redis_queues_keys, queue.key)
+                    job.save(pipeline=pipeline)
+                    pipeline.hset(job.key, "exc_info", _error_text(error))
+                    pipeline.expire(job.key, DEFAULT_FAILURE_TTL)
+                    failed_registry = FailedJobRegistry(queue=queue)
+                    pipeline.zadd(failed_registry.key, {job.id: now.timestamp() + DEFAULT_FAILURE_TTL})
+                pipeline.execute()
+        except RedisError as error:
+            raise EnqueueError(f"Redis refused {len(envelopes)} failed jobs: {error}") from error
+
+    def migration_ledger(self, move: str) -> Ledger | None:
+        """A Redis hash next to the jobs (`jobadapter.migrate.ledger.RedisLedger`)."""
+        from jobadapter.migrate.ledger import REDIS_KEY, RedisLedger
+
+        return RedisLedger(self.connection, REDIS_KEY.format(move=move))
+
+    def running_workers(self, queues: Collection[str]) -> list[str]:
+        """RQ's worker registry: each live worker lists the RQ queues (bands) it consumes."""
+        return sorted(
+            worker.name
+            for worker in Worker.all(connection=self.connection)
+            if any(base_queue_name(name) in queues for name in worker.queue_names())
+        )
 
     def enqueue_payload(self, payload: str, queue_name: str) -> None:
         queue = self.queue(queue_name)
         job = queue.create_job(rq_worker.ENTRY_POINT, args=(payload,), description="raw payload")
-        queue.enqueue_job(job)
+        with self.connection.pipeline() as pipeline:
+            queue.enqueue_job(job, pipeline=pipeline)
+            push_wake(pipeline, queue.key, 1)
+            pipeline.execute()
+
+    def hostile_messages(self) -> Sequence[HostileMessage]:
+        return native_kinds(self.connection)
 
     def _publish_one(
         self, envelope: Envelope, rq_id: str, options: Mapping[str, Any], at: datetime | None
@@ -190,7 +248,7 @@ class RQAdapter(Adapter):
     def run_worker(
         self, *, queues: Sequence[str] | None = None, concurrency: int = 1, burst: bool = False
     ) -> None:
-        names = consumed_queue_names(list(queues or ["default"]))
+        names = consumed_queue_names(list(queues or registry.declared_queues()))
         rq_worker.serve(self)
         worker_class = type(
             "ConfiguredJobAdapterWorker",
@@ -198,15 +256,20 @@ class RQAdapter(Adapter):
             {
                 "abandoned_retries": self.abandoned_retries,
                 "abandoned_check_interval": self.abandoned_check_interval,
+                "announces_ready": concurrency == 1,
             },
         )
         if concurrency == 1:
+            # A stop before RQ's handlers are in place (the worker waits for a Redis that is down)
+            # still ends the worker cleanly.
+            for stop in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(stop, rq_worker.stop_before_start)
             worker = worker_class(
                 [self.queue(name) for name in names], connection=self.connection, serializer=JSONSerializer
             )
             worker.work(burst=burst, with_scheduler=True)
             return
-        pool = WorkerPool(
+        pool = JobAdapterPool(
             names,
             connection=self.connection,
             num_workers=concurrency,
@@ -218,12 +281,37 @@ class RQAdapter(Adapter):
     # -- inspection ----------------------------------------------------------------------------
 
     def purge(self, queue_names: Sequence[str]) -> None:
-        """Delete the waiting jobs of every priority band of these queues (failed ones stay)."""
+        """Delete every priority band of these queues: the waiting jobs, and the finished,
+        started, scheduled, deferred and canceled ones with their registries and results, so a
+        conformance run leaves nothing of its queues behind. Failed jobs stay (the failed store
+        keeps them until RQ's failure TTL)."""
         for name in queue_names:
-            for band in range(BANDS):
-                queue = self.queue(band_queue_name(name, band))
+            for rq_name in consumed_queue_names([name]):
+                queue = self.queue(rq_name)
                 queue.delete(delete_jobs=True)
+                self._forget_registries(queue)
+                self.connection.delete(wake_key(queue.key), f"rq:workers:{queue.name}")
                 self._queues.pop(queue.name, None)
+
+    def _forget_registries(self, queue: Queue) -> None:
+        for registry_class in (
+            FinishedJobRegistry,
+            StartedJobRegistry,
+            ScheduledJobRegistry,
+            DeferredJobRegistry,
+            CanceledJobRegistry,
+        ):
+            key = registry_class(queue=queue).key
+            # A started registry's members are "job_id:execution_id"; RQ's job ids hold no colon.
+            members: list[bytes] = self.connection.zrange(key, 0, -1)  # type: ignore[assignment]
+            ids = [member.decode().split(":", 1)[0] for member in members]
+            with self.connection.pipeline(transaction=False) as pipeline:
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    pipeline.delete(*(RQJob.key_for(job_id) for job_id in chunk))
+                    pipeline.delete(*(Result.get_key(job_id) for job_id in chunk))
+                pipeline.delete(key)
+                pipeline.execute()
 
     def queue_sizes(self) -> dict[str, int]:
         return {queue.name: queue.count for queue in Queue.all(connection=self.connection)}
@@ -237,29 +325,9 @@ class RQAdapter(Adapter):
         return found
 
     def failed(self) -> list[tuple[str, str]]:
-        found = []
-        for queue in Queue.all(connection=self.connection, serializer=JSONSerializer):
-            for job in self._jobs(FailedJobRegistry(queue=queue).get_job_ids()):
-                try:
-                    argument = job.args[0] if job.args else ""
-                    payload = argument if isinstance(argument, str) else json.dumps(argument)
-                except Exception:
-                    payload = "<undecodable RQ job>"
-                result = job.latest_result()
-                reason = (result.exc_string if result is not None else None) or job.exc_info or ""
-                found.append((payload, reason))
-        return found
-
-    def status(self, job_id: str) -> str | None:
-        """The RQ status of the job's latest attempt (each retry is its own RQ job, see ``retry_id``)."""
-        latest, attempt = job_id, 1
-        while self.connection.exists(RQJob.key_for(retry_id(job_id, attempt))):
-            latest, attempt = retry_id(job_id, attempt), attempt + 1
-        try:
-            job = RQJob.fetch(latest, connection=self.connection, serializer=JSONSerializer)
-        except Exception:
-            return None
-        return str(job.get_status().value)
+        """Every failed RQ job as ``(payload, reason)``, read from the raw hashes: an entry RQ
+        cannot decode is listed as text, never raised."""
+        return failed_entries(self.connection)
 
     def _jobs(self, ids: list[str]) -> Iterator[RQJob]:
         for job in RQJob.fetch_many(ids, connection=self.connection, serializer=JSONSerializer):
@@ -306,7 +374,14 @@ class _Transaction:
     def execute(self) -> None:
         for key, ids in self._due_ids.items():
             self.pipeline.rpush(key, *ids)
+            push_wake(self.pipeline, key, len(ids))
         self.pipeline.execute()
+
+
+def _error_text(error: JobError) -> str:
+    """An error as RQ's ``exc_info`` holds it: the error line first, then the traceback."""
+    line = f"{error.error_class}: {error.message}" if error.message else error.error_class
+    return f"{line}\n{error.traceback}" if error.traceback else line
 
 
 def _whole_second_after(at: datetime) -> datetime:
