@@ -1075,6 +1075,18 @@ class AmqpOperations(Operations):
             self._walk_dead(match, stop=lambda: bool(found))
         return found.get(job_id)
 
+    def _dead_among(self, job_ids: set[str]) -> set[str]:
+        """Which of ``job_ids`` have a dead letter, in one walk that stops once all are seen."""
+        seen: set[str] = set()
+
+        def note(_message: Any, record: JobRecord, _envelope: Envelope | None) -> bool:
+            if record.job_id in job_ids:
+                seen.add(record.job_id)
+            return False
+
+        self._walk_dead(note, stop=lambda: seen == job_ids)
+        return seen
+
     def _each_dead(
         self, wanted: set[str], handle: Callable[[Any, JobRecord, Envelope | None], bool]
     ) -> set[str]:
@@ -1130,8 +1142,12 @@ class AmqpOperations(Operations):
     def discard(self, job_ids: Sequence[str]) -> int:
         journal = self.journal("discard pending or scheduled jobs")
         journal.flush()
-        failed: set[str] = set()
+        # The dead letters first: the broker is the truth, and a job's last journal rows
+        # (running, failed) may still be on their way while its dead letter is there.
+        failed = self._dead_among(set(job_ids))
         for job_id in job_ids:
+            if job_id in failed:
+                continue
             found = journal.find(job_id)
             if found is None or found.state is JobState.FAILED:
                 if self._find_dead(job_id, patient=True) is None:

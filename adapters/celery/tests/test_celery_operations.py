@@ -269,3 +269,27 @@ def test_a_dead_letter_held_by_another_walk_is_still_discarded_and_retried(tmp_p
             for name in (dead, queue):
                 connection.default_channel.queue_delete(name)
         adapter.close()
+
+
+def test_a_dead_letter_is_discarded_even_while_the_journal_still_says_pending(tmp_path: Path) -> None:
+    """The worker's last journal rows may still be on their way when its dead letter is
+    already there: discard must remove the dead letter, not tombstone a "pending" job and
+    leave the failure behind (a CI run saw the failed job listed after discard said 2)."""
+    dead, queue = unique("dead"), unique("work")
+    adapter = config.build_adapter(f"{AMQP}?dead_letter_queue={dead}")
+    assert isinstance(adapter, CeleryAdapter)
+    store = journal.configure(f"sqlite:///{tmp_path / 'journal.db'}")
+    envelope = Envelope(
+        NoteJob.job_name, str(uuid.uuid4()), queue, None, ["late"], {}, 1, {}, datetime.now(timezone.utc)
+    )
+    try:
+        store.record(envelope.job_id, state=JobState.PENDING)  # the enqueue's row, and no later one
+        adapter.dead_letter_publish(envelope.encode(), "Doomed: late rows", NoteJob.job_name, envelope.job_id)
+        assert adapter.discard([envelope.job_id]) == 1
+        assert adapter.jobs(JobState.FAILED) == []
+    finally:
+        journal.close()
+        with adapter.app.connection_for_write() as connection:
+            for name in (dead, queue):
+                connection.default_channel.queue_delete(name)
+        adapter.close()

@@ -1053,17 +1053,21 @@ class RabbitmqOperations(Adapter):
         RabbitMQ cannot delete, are tombstoned in the journal (the worker skips them)."""
         ids = check_ids(job_ids)
         active = journal.active()
-        waiting, dead_ids = [], set()
+        if active is not None:
+            active.flush()
+        # The dead letters first: the broker is the truth, and a job's last journal rows
+        # (running, failed) may still be on their way while its dead letter is there.
+        dead = self._find_dead(set(ids))
+        waiting = []
         for job_id in ids:
+            if job_id in dead:
+                continue
             row = active.find(job_id) if active is not None else None
             if row is not None and row.state in (JobState.PENDING, JobState.SCHEDULED):
                 waiting.append(job_id)
-            elif row is not None and row.state is not JobState.FAILED:
+                continue
+            if row is not None and row.state is not JobState.FAILED:
                 raise NotInState(job_id, row.state, DISCARDABLE)
-            else:
-                dead_ids.add(job_id)
-        dead = self._find_dead(dead_ids) if dead_ids else {}
-        for job_id in dead_ids - set(dead):
             if active is None:
                 raise OperationUnsupported(
                     f"job {job_id!r} is not in the dead letters; discarding a pending or scheduled job "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,9 @@ from jobadapter.adapters.base import PAUSE_BOUND, Capability
 from jobadapter.conformance.harness import Backend
 from jobadapter.conformance.jobs import FailingJob, RecordJob, SlowJob
 from jobadapter.conformance.probe import Probe
+from jobadapter.envelope import Envelope
 from jobadapter.faults.brokers import PrivateRedis
-from jobadapter.operations import JobFilter, JobNotFound, JobState, NotInState, OperationUnsupported
+from jobadapter.operations import JobError, JobFilter, JobNotFound, JobState, NotInState, OperationUnsupported
 
 
 @pytest.fixture
@@ -327,6 +329,28 @@ def test_rabbitmq_operations_with_a_journal(
             assert probe.rows(label)[-1].job_id == waiting.job_id
     finally:
         backend.close()
+
+
+def test_rabbitmq_discards_a_dead_letter_while_the_journal_still_says_pending(
+    journal_url: str, amqp_queues: Callable[[str], str]
+) -> None:
+    """The worker's last journal rows may still be on their way when its dead letter is
+    already there: discard must remove the dead letter, not tombstone a "pending" job and
+    leave the failure behind (a CI run saw this on Celery, which shares the pattern)."""
+    adapter = config.build_adapter(AMQP)
+    active = journal.active()
+    assert isinstance(adapter, RabbitmqAdapter) and active is not None
+    queue = amqp_queues("late-rows")
+    envelope = Envelope(
+        RecordJob.job_name, str(uuid.uuid4()), queue, None, ["x"], {}, 1, {}, datetime.now(timezone.utc)
+    )
+    try:
+        active.record(envelope.job_id, state=JobState.PENDING)  # the enqueue's row, and no later one
+        adapter.enqueue_failed([(envelope, JobError("Doomed", "late rows"))])
+        assert adapter.discard([envelope.job_id]) == 1
+        assert adapter.jobs(JobState.FAILED, filter=JobFilter(queue=queue)) == []
+    finally:
+        adapter.close()
 
 
 def test_redis_bulk_commands_walk_pages_past_what_they_leave(redis_backend: Backend) -> None:
