@@ -35,6 +35,7 @@ PLUGINS_VARIABLE = "JOBADAPTER_PLUGINS"
 `register_adapter`. Set by ``--plugin``, and inherited by the workers the conformance suite starts."""
 _DISTRIBUTIONS = {"rq": "jobadapter[rq]", "celery": "jobadapter[celery]", "dramatiq": "jobadapter[dramatiq]"}
 
+_UNSET: Any = object()
 _lock = threading.RLock()
 _urls: dict[str, tuple[str, dict[str, Any]]] = {}
 _adapters: dict[str, Adapter] = {}
@@ -44,14 +45,46 @@ _plugins: list[str] = []
 
 
 def configure(
-    url: str | None = None, *, name: str = "default", app: str | None = None, **options: Any
+    url: str | None = None,
+    *,
+    name: str = "default",
+    app: str | None = None,
+    queue_name_prefix: str | None = _UNSET,
+    queue_name_delimiter: str = _UNSET,
+    default_queue_name: str = _UNSET,
+    default_priority: int | None = _UNSET,
+    retry_jitter: float = _UNSET,
+    **options: Any,
 ) -> Adapter:
     """Set the adapter called ``name`` (the default one unless given) and return it.
 
     ``options`` go to the adapter's constructor. ``app`` sets the application
     name written into model global ids (``gid://APP/...``). A previously built
     adapter under the same name is closed.
+
+    The job defaults are ActiveJob's, for every job of the process whatever its
+    adapter (see `jobadapter.defaults`): ``queue_name_prefix`` and
+    ``queue_name_delimiter`` (``"_"``) put ``staging_mail`` for ``queue_as = "mail"``,
+    ``default_queue_name`` (``"default"``) is the queue of a class that names none,
+    ``default_priority`` the priority of one that sets none, and ``retry_jitter``
+    (0.15) what ``retry_on`` adds to its delays unless given its own ``jitter``. Each one
+    not given keeps its value.
     """
+    from jobadapter import defaults
+
+    given = {
+        key: value
+        for key, value in (
+            ("queue_name_prefix", queue_name_prefix),
+            ("queue_name_delimiter", queue_name_delimiter),
+            ("default_queue_name", default_queue_name),
+            ("default_priority", default_priority),
+            ("retry_jitter", retry_jitter),
+        )
+        if value is not _UNSET
+    }
+    if given:
+        defaults.update(**given)
     if app is not None:
         from jobadapter import locators
 

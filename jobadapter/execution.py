@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from jobadapter import config, events, hooks, registry
+from jobadapter import config, defaults, events, hooks, registry
 from jobadapter.envelope import Envelope, decode, from_document
 from jobadapter.rescue import DiscardRule, HandlerRule, RetryRule, find_rule
 
@@ -214,7 +214,7 @@ def retry(
     attempt.exception_executions = dict(job.exception_executions)
     attempt.scheduled_at = datetime.now(timezone.utc) + timedelta(seconds=wait) if wait > 0 else None
     if queue is not None:
-        attempt.queue_name = queue
+        attempt.queue_name = defaults.queue_name(queue)
     if priority is not None:
         attempt.priority = priority
     attempt._enqueue(adapter or config.adapter_for(type(job)), retrying=True)

@@ -6,6 +6,13 @@ priority, timestamps, execution counts). Enqueueing turns it into an
 ``perform_later`` and ``set(...).perform_later`` take the parameters of the
 subclass's ``perform`` (ParamSpec), so a type checker catches a wrong argument
 at the call site.
+
+``perform_now`` and ``set`` mean one thing on the class and another on an
+instance, as in ActiveJob: ``HelloJob.perform_now("Jamie")`` builds a job and runs
+it, ``HelloJob("Jamie").perform_now()`` runs that job; ``job.set(wait=5)``
+changes that job and ``job.enqueue()`` enqueues it. ``perform_later`` on an
+instance is an error that says to call ``enqueue``: it would otherwise build a
+second job and silently drop this one's arguments.
 """
 
 from __future__ import annotations
@@ -17,11 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from types import MappingProxyType
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self
 
-from jobadapter import config, events, execution, hooks, registry
+from jobadapter import config, defaults, events, execution, hooks, registry
 from jobadapter.adapters.base import Adapter, Capability, EnqueueRequest
 from jobadapter.arguments import deserialize_arguments, serialize_arguments
 from jobadapter.envelope import Envelope
@@ -40,6 +47,8 @@ P = ParamSpec("P")
 J = TypeVar("J", bound="Job")
 J_co = TypeVar("J_co", covariant=True)
 _UNSET: Any = object()
+_FROM_DEFAULTS: Any = object()
+"""A job class that declares no priority: it takes ``configure(default_priority=...)``."""
 _NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -111,20 +120,87 @@ class ConfiguredJob(Generic[P, J]):
         return execution.perform(job, None)
 
 
+class _PerformLater:
+    """``Job.perform_later``: on the class, build a job and enqueue it; on an instance, an
+    error that points at ``enqueue``."""
+
+    @overload
+    def __get__(self, instance: None, owner: type[_Performs[P, J]]) -> Callable[P, J]: ...
+    @overload
+    def __get__(self, instance: Job, owner: type[Any]) -> Callable[..., NoReturn]: ...
+    def __get__(self, instance: Job | None, owner: type[Any]) -> Callable[..., Any]:
+        if instance is not None:
+            return partial(_not_on_an_instance, instance, "perform_later", "job.enqueue()")
+        return partial(_perform_later, owner)
+
+
+class _PerformNow:
+    """``Job.perform_now``: on the class, build a job and run it; on an instance, run it."""
+
+    @overload
+    def __get__(self, instance: None, owner: type[_Performs[P, J]]) -> Callable[P, Any]: ...
+    @overload
+    def __get__(self, instance: Job, owner: type[Any]) -> Callable[[], Any]: ...
+    def __get__(self, instance: Job | None, owner: type[Any]) -> Callable[..., Any]:
+        if instance is not None:
+            return partial(execution.perform, instance, None)
+        return partial(_perform_now, owner)
+
+
+class _Set:
+    """``Job.set``: on the class, options for the next enqueue (a `ConfiguredJob`); on an
+    instance, the same options applied to that job, which is returned."""
+
+    @overload
+    def __get__(self, instance: None, owner: type[_Performs[P, J]]) -> _SetOnClass[P, J]: ...
+    @overload
+    def __get__(self, instance: J, owner: type[Any]) -> _SetOnInstance[J]: ...
+    def __get__(self, instance: Job | None, owner: type[Any]) -> Callable[..., Any]:
+        if instance is not None:
+            return partial(_set_on_instance, instance)
+        return partial(_set_on_class, owner)
+
+
+class _SetOnClass(Protocol[P, J]):
+    def __call__(
+        self,
+        *,
+        wait: float | timedelta | None = None,
+        wait_until: datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = ...,
+        adapter_options: Mapping[str, Any] | None = None,
+    ) -> ConfiguredJob[P, J]: ...
+
+
+class _SetOnInstance(Protocol[J_co]):
+    def __call__(
+        self,
+        *,
+        wait: float | timedelta | None = None,
+        wait_until: datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = ...,
+        adapter_options: Mapping[str, Any] | None = None,
+    ) -> J_co: ...
+
+
 class Job:
     """Subclass this and define ``perform``. docs/guide.md has the full semantics.
 
-    Class attributes: ``queue_as`` (a queue name, or a callable ``(job) -> str``;
-    read once, when the class is defined), ``priority`` (int or None; a lower
-    number is more urgent), ``log_arguments``, ``queue_adapter`` (an adapter URL
-    or configured name; None for the default) and ``job_name`` (the registry key;
-    ``module.QualName`` unless set, so set it to keep jobs in flight runnable
-    across a rename). Do not override ``__init__``: a job's constructor
-    arguments are its ``perform`` arguments.
+    Class attributes: ``queue_as`` (a queue name, or a callable ``(job) -> str``
+    called with each new job; None or unset for ``configure(default_queue_name=...)``),
+    ``priority`` (int or None; a lower number is more urgent) or ``priority_as`` (a
+    callable ``(job) -> int | None`` called with each new job), ``log_arguments``,
+    ``queue_adapter`` (an adapter URL or configured name; None for the default) and
+    ``job_name`` (the registry key; ``module.QualName`` unless set, so set it to keep
+    jobs in flight runnable across a rename). Do not override ``__init__``: a job's
+    constructor arguments are its ``perform`` arguments.
     """
 
-    queue_as: ClassVar[str | Callable[..., str]] = "default"
+    queue_as: ClassVar[str | Callable[..., str] | None] = None
     priority: int | None = None
+    priority_as: ClassVar[Callable[..., int | None] | None] = None
     log_arguments: ClassVar[bool] = True
     queue_adapter: ClassVar[str | None] = None
     job_name: ClassVar[str] = "jobadapter.job.Job"
@@ -135,7 +211,8 @@ class Job:
     _hook_names: ClassVar[dict[str, tuple[str, ...]]] = {kind: () for kind in hooks.KINDS}
     _has_enqueue_hooks: ClassVar[bool] = False
     _is_async: ClassVar[bool] = False
-    _queue_as: ClassVar[object] = "default"
+    _queue_as: ClassVar[object] = None
+    _priority_as: ClassVar[object] = _FROM_DEFAULTS
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -145,7 +222,7 @@ class Job:
         if isinstance(declared, str):
             _check_queue_name(declared, f"{cls.__qualname__}.queue_as")
         cls._queue_as = declared
-        _check_priority(cls.priority, f"{cls.__qualname__}.priority")
+        cls._priority_as = _declared_priority(cls)
         cls._own_rules = tuple(handler_rules(dict(vars(cls))))
         cls._hook_names = hooks.collect(cls)
         cls._has_enqueue_hooks = any(
@@ -159,7 +236,6 @@ class Job:
         self.keyword_arguments: dict[str, Any] = kwargs
         self.job_id: str = new_job_id()
         self.provider_job_id: str | None = None
-        self.priority = type(self).priority
         self.enqueued_at: datetime | None = None
         self.scheduled_at: datetime | None = None
         self.executions: int = 0
@@ -175,7 +251,17 @@ class Job:
         self._handling: BaseException | None = None
         """The error a ``rescue_from`` handler of this job is handling (what `retry_job` names)."""
         queue_as = type(self)._queue_as
-        self.queue_name: str = queue_as if type(queue_as) is str else self._resolve_queue_name()
+        if type(queue_as) is str and defaults.active.queue_name_prefix is None:
+            self.queue_name: str = queue_as
+        else:
+            self.queue_name = self._resolve_queue_name()
+        declared = type(self)._priority_as
+        if declared is _FROM_DEFAULTS:
+            self.priority: int | None = defaults.active.default_priority
+        elif declared is None or isinstance(declared, int):
+            self.priority = declared
+        else:
+            self.priority = self._resolve_priority(declared)
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
         """The work. Override it (``def`` or ``async def``)."""
@@ -190,43 +276,46 @@ class Job:
 
     # -- class-level API ---------------------------------------------------------------
 
-    @classmethod
-    def perform_later(cls: type[_Performs[P, J]], *args: P.args, **kwargs: P.kwargs) -> J:
-        """Enqueue the job on its adapter; returns the job (``job_id``, ``provider_job_id``…).
+    perform_later = _PerformLater()
+    """``HelloJob.perform_later(*args, **kwargs)``: enqueue a new job on its adapter and
+    return it (``job_id``, ``provider_job_id``…). Raises `SerializationError` for an
+    argument that cannot be stored and `EnqueueError` when the backend cannot be reached.
+    A ``before_enqueue`` hook that raises `Abort` leaves ``successfully_enqueued`` False.
+    On an instance it raises TypeError: enqueue an instance with ``job.enqueue()``."""
 
-        Raises `SerializationError` for an argument that cannot be stored and
-        `EnqueueError` when the backend cannot be reached. A ``before_enqueue``
-        hook that raises `Abort` leaves ``successfully_enqueued`` False.
-        """
-        job_class: type[Job] = cls  # type: ignore[assignment]
-        job = job_class(*args, **kwargs)
-        job._enqueue(config.adapter_for(job_class))
-        return job  # type: ignore[return-value]
+    perform_now = _PerformNow()
+    """``HelloJob.perform_now(*args)`` runs a new job here and now, ``job.perform_now()``
+    runs that job; with its hooks and rescue rules either way. Returns what ``perform``
+    returned (None when rescued). A retry it decides on is enqueued on the job's adapter,
+    as ActiveJob does."""
 
-    @classmethod
-    def perform_now(cls: type[_Performs[P, J]], *args: P.args, **kwargs: P.kwargs) -> Any:
-        """Run the job in this process now, with its hooks and rescue rules.
+    set = _Set()
+    """``HelloJob.set(wait=…, wait_until=…, queue=…, priority=…, adapter_options=…)``:
+    options for the next enqueue (a delay in seconds or a timedelta, or an aware
+    ``wait_until``; another queue or priority; backend-specific options). On an instance,
+    ``job.set(...)`` applies them to that job and returns it."""
 
-        Returns what ``perform`` returned (None when rescued). A retry it
-        decides on is enqueued on the job's adapter, as ActiveJob does.
-        """
-        job_class: type[Job] = cls  # type: ignore[assignment]
-        return execution.perform(job_class(*args, **kwargs), None)
-
-    @classmethod
-    def set(
-        cls: type[_Performs[P, J]],
+    def enqueue(
+        self,
         *,
         wait: float | timedelta | None = None,
         wait_until: datetime | None = None,
         queue: str | None = None,
         priority: int | None = _UNSET,
         adapter_options: Mapping[str, Any] | None = None,
-    ) -> ConfiguredJob[P, J]:
-        """Options for the next enqueue: a delay (``wait`` seconds or timedelta, or an aware
-        ``wait_until``), another queue or priority, and backend-specific ``adapter_options``."""
-        options = EnqueueOptions.build(wait, wait_until, queue, priority, adapter_options)
-        return ConfiguredJob(cls, options)  # type: ignore[arg-type]
+    ) -> Self:
+        """Enqueue this job (ActiveJob's ``job.enqueue``), with these options applied first;
+        returns it. Errors as `perform_later`'s."""
+        _set_on_instance(
+            self,
+            wait=wait,
+            wait_until=wait_until,
+            queue=queue,
+            priority=priority,
+            adapter_options=adapter_options,
+        )
+        self._enqueue(config.adapter_for(type(self)))
+        return self
 
     @classmethod
     def lookup(cls, job_id: str) -> JobRecord:
@@ -362,8 +451,8 @@ class Job:
 
     def _resolve_queue_name(self) -> str:
         declared = type(self)._queue_as
-        if isinstance(declared, str):  # a str subclass, e.g. an enum.StrEnum member
-            return declared
+        if declared is None or isinstance(declared, str):  # a str subclass: an enum.StrEnum member
+            return defaults.queue_name(declared)
         if isinstance(declared, (staticmethod, classmethod)):
             declared = declared.__func__
         if not callable(declared):
@@ -372,11 +461,19 @@ class Job:
             )
         name = declared(self)
         _check_queue_name(name, f"{type(self).__qualname__}.queue_as(job)")
-        return str(name)
+        return defaults.queue_name(str(name))
+
+    def _resolve_priority(self, declared: object) -> int | None:
+        if isinstance(declared, (staticmethod, classmethod)):
+            declared = declared.__func__
+        assert callable(declared)
+        priority = declared(self)
+        _check_priority(priority, f"{type(self).__qualname__}.priority_as(job)")
+        return priority  # type: ignore[no-any-return]
 
     def _apply(self, options: EnqueueOptions) -> None:
         if options.queue is not None:
-            self.queue_name = options.queue
+            self.queue_name = defaults.queue_name(options.queue)
         if options.priority is not _UNSET:
             self.priority = options.priority
         if options.wait is not None:
@@ -385,7 +482,8 @@ class Job:
             )
         elif options.wait_until is not None:
             self.scheduled_at = options.wait_until.astimezone(timezone.utc)
-        self._adapter_options = options.adapter_options
+        if options.adapter_options:
+            self._adapter_options = options.adapter_options
 
     def _enqueue(self, adapter: Adapter, *, retrying: bool = False) -> None:
         """Run the enqueue hooks around handing the envelope to ``adapter``."""
@@ -545,3 +643,69 @@ def _check_queue_name(name: object, where: str) -> None:
 def _check_priority(priority: object, where: str) -> None:
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
         raise ConfigurationError(f"{where} must be an int or None, not {priority!r}")
+
+
+def _declared_priority(job_class: type[Job]) -> object:
+    """The nearest ``priority`` or ``priority_as`` declaration in the class's MRO (the
+    later one wins when one class declares both); `_FROM_DEFAULTS` when none is below Job."""
+    for klass in job_class.__mro__:
+        if klass is Job:
+            break
+        own = vars(klass)
+        if own.get("priority_as") is not None:
+            declared = own["priority_as"]
+            function = declared.__func__ if isinstance(declared, (staticmethod, classmethod)) else declared
+            if not callable(function):
+                raise ConfigurationError(
+                    f"{job_class.__qualname__}.priority_as must be a callable (job) -> int | None, "
+                    f"not {declared!r}: set priority for a fixed one"
+                )
+            return declared
+        if "priority" in own:
+            priority = own["priority"]
+            if callable(priority) or isinstance(priority, (staticmethod, classmethod)):
+                raise ConfigurationError(
+                    f"{job_class.__qualname__}.priority is a callable: name it priority_as to compute "
+                    "each job's priority from the job (Rails' queue_with_priority block)"
+                )
+            _check_priority(priority, f"{job_class.__qualname__}.priority")
+            return priority
+    return _FROM_DEFAULTS
+
+
+def _perform_later(job_class: type[Job], *args: Any, **kwargs: Any) -> Job:
+    job = job_class(*args, **kwargs)
+    job._enqueue(config.adapter_for(job_class))
+    return job
+
+
+def _perform_now(job_class: type[Job], *args: Any, **kwargs: Any) -> Any:
+    return execution.perform(job_class(*args, **kwargs), None)
+
+
+def _set_on_class(job_class: type[Job], **options: Any) -> ConfiguredJob[Any, Any]:
+    return ConfiguredJob(job_class, _build_options(**options))
+
+
+def _set_on_instance(job: J, **options: Any) -> J:
+    job._apply(_build_options(**options))
+    return job
+
+
+def _build_options(
+    *,
+    wait: float | timedelta | None = None,
+    wait_until: datetime | None = None,
+    queue: str | None = None,
+    priority: Any = _UNSET,
+    adapter_options: Mapping[str, Any] | None = None,
+) -> EnqueueOptions:
+    return EnqueueOptions.build(wait, wait_until, queue, priority, adapter_options)
+
+
+def _not_on_an_instance(job: Job, method: str, instead: str, *args: Any, **kwargs: Any) -> NoReturn:
+    name = type(job).__qualname__
+    raise TypeError(
+        f"{method} is called on the job class ({name}.{method}(...)), not on a job: "
+        f"to enqueue this {name} with its own arguments, call {instead}"
+    )

@@ -51,18 +51,20 @@ def registered() -> dict[str, type[Job]]:
 
 
 def declared_queues() -> list[str]:
-    """The queues a worker consumes when it is given none: ``default``, every registered job
-    class's ``queue_as`` (when it is a name, not a callable) and every queue its ``retry_on``
-    rules move a retry to. The same on every adapter, so that a job whose class declares
-    ``queue_as = "mail"`` runs on a worker started with ``--app`` and no ``--queues``."""
+    """The queues a worker consumes when it is given none: the default queue, every registered
+    job class's ``queue_as`` (when it is a name, not a callable) and every queue its ``retry_on``
+    rules move a retry to, each with the configured ``queue_name_prefix``. The same on every
+    adapter, so that a job whose class declares ``queue_as = "mail"`` runs on a worker started
+    with ``--app`` and no ``--queues``."""
+    from jobadapter import defaults
     from jobadapter.rescue import RetryRule
 
-    names = {"default"}
+    names = {defaults.queue_name(None)}
     for job_class in _classes.values():
         if isinstance(job_class._queue_as, str):
-            names.add(job_class._queue_as)
+            names.add(defaults.queue_name(job_class._queue_as))
         for klass in job_class.__mro__:
             for rule in vars(klass).get("_own_rules", ()):
                 if isinstance(rule, RetryRule) and rule.queue is not None:
-                    names.add(rule.queue)
+                    names.add(defaults.queue_name(rule.queue))
     return sorted(names)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from jobadapter import defaults
 from jobadapter.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -122,7 +123,8 @@ class RetryRule(Rule):
     attempts: Attempts
     queue: str | None
     priority: int | None
-    jitter: float
+    jitter: float | None
+    """None: ``configure(retry_jitter=...)``, read when each delay is computed (0.15 unless set)."""
     on_exhausted: ErrorCallback | None
     wait_takes_error: bool = False
     """Whether a callable ``wait`` is ``(executions, error)`` rather than ``(executions)``."""
@@ -160,7 +162,8 @@ class RetryRule(Rule):
         return base + self._jitter(base)
 
     def _jitter(self, delay: float) -> float:
-        return random.random() * delay * self.jitter if self.jitter else 0.0
+        share = defaults.active.retry_jitter if self.jitter is None else self.jitter
+        return random.random() * delay * share if share else 0.0
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,7 @@ def retry_on(
     attempts: Attempts = 5,
     queue: str | None = None,
     priority: int | None = None,
-    jitter: float = 0.15,
+    jitter: float | None = None,
     on_exhausted: ErrorCallback | None = None,
 ) -> Callable[[JobClass], JobClass]:
     """Retry the job when it raises one of ``exceptions``.
@@ -193,7 +196,8 @@ def retry_on(
     ``"exponentially_longer"`` (Celery's ``retry_backoff``: 1, 2, 4… s up to 600,
     full jitter; `exponentially_longer` builds other bases, caps and jitters).
     ``jitter`` adds up to ``jitter * delay`` to numeric and polynomial delays,
-    never to a callable's or an exponential one's (they jitter their own way).
+    never to a callable's or an exponential one's (they jitter their own way); None,
+    the default, is ``configure(retry_jitter=...)``, 0.15 unless set, as in Rails.
     Once ``attempts`` executions have failed, ``on_exhausted(job, error)`` runs
     if given (the job then counts as handled) and the ``after_discard`` hooks
     run; without ``on_exhausted`` the error is raised to the backend.
@@ -201,8 +205,10 @@ def retry_on(
     takes_error = _check_wait(wait)
     if attempts != "unlimited" and (type(attempts) is not int or attempts < 1):
         raise ConfigurationError(f"retry_on attempts must be an int >= 1 or 'unlimited', not {attempts!r}")
-    if not isinstance(jitter, (int, float)) or jitter < 0:
-        raise ConfigurationError(f"retry_on jitter must be a number >= 0, not {jitter!r}")
+    if jitter is not None and (
+        isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or jitter < 0
+    ):
+        raise ConfigurationError(f"retry_on jitter must be a number >= 0 or None, not {jitter!r}")
     _check_queue_and_priority(queue, priority)
     rule = RetryRule(
         _exception_types(exceptions),
@@ -210,7 +216,7 @@ def retry_on(
         attempts,
         queue,
         priority,
-        float(jitter),
+        None if jitter is None else float(jitter),
         on_exhausted,
         takes_error,
     )

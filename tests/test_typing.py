@@ -26,6 +26,16 @@ SNIPPET = textwrap.dedent(
     RemoteServiceJob.set(queue="low").perform_later(1, lang=2)
     AsyncJob.perform_later(3)
     RemoteServiceJob.perform_later()
+
+    one: RemoteServiceJob = RemoteServiceJob(1).set(wait=5)
+    one.enqueue(queue="low")
+    RemoteServiceJob(1).perform_now()
+    RemoteServiceJob.perform_now(1)
+    RemoteServiceJob.set(priority=1).perform_now(2)
+
+    RemoteServiceJob.perform_now("1")
+    RemoteServiceJob(1).perform_now(2)
+    RemoteServiceJob(1).set(wait="soon")
     """
 )
 
@@ -50,7 +60,7 @@ def test_mypy_reports_wrong_arguments_and_accepts_right_ones(tmp_path: Path) -> 
     )
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     lines = sorted(int(line.split(":")[1]) for line in errors)
-    assert lines == [15, 16, 17, 18], result.stdout
+    assert lines == [15, 16, 17, 18, 26, 27, 28], result.stdout
     assert 'incompatible type "str"; expected "int"' in result.stdout
     assert (
         'Argument "lang" to "perform_later" of "ConfiguredJob" has incompatible type "int"' in result.stdout
