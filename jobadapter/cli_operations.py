@@ -22,7 +22,7 @@ from jobadapter import config
 from jobadapter.adapters.base import OPERATION_PAGE, Adapter
 from jobadapter.console import Progress, confirm, table
 from jobadapter.errors import ConfigurationError, JobAdapterError
-from jobadapter.operations import JobFilter, JobRecord, JobState, look_up
+from jobadapter.operations import JobFilter, JobRecord, JobState, OperationUnsupported, look_up
 
 URL_VARIABLE = "JOBADAPTER_URL"
 DISCARDABLE = (JobState.PENDING, JobState.SCHEDULED, JobState.FAILED)
@@ -140,13 +140,20 @@ def _queues(adapter: Adapter, options: argparse.Namespace) -> int:
 
 
 def _jobs(adapter: Adapter, options: argparse.Namespace) -> int:
-    states = [JobState(options.state)] if options.state else list(JobState)
     wanted = _filter_of(options)
-    found = [
-        record
-        for state in states
-        for record in adapter.jobs(state, filter=wanted, limit=options.limit, offset=options.offset)
-    ]
+    if options.state:
+        found = adapter.jobs(
+            JobState(options.state), filter=wanted, limit=options.limit, offset=options.offset
+        )
+    else:
+        found = []
+        for state in JobState:
+            # Every state the backend can list; one it cannot (finished jobs on Celery with no
+            # result store nor journal) is named on stderr, so the others still show.
+            try:
+                found += adapter.jobs(state, filter=wanted, limit=options.limit, offset=options.offset)
+            except OperationUnsupported as unsupported:
+                print(f"jobadapter: {state.value} jobs not listed: {unsupported}", file=sys.stderr)
     if options.json:
         print(json.dumps([record.to_dict() for record in found], indent=2))
         return 0

@@ -119,3 +119,28 @@ def test_an_operator_inspects_retries_discards_and_pauses_from_the_command_line(
     assert cli("resume", mail).returncode == 0
     resumed = cli("queues", "--json")
     assert {q["name"]: q["paused"] for q in json.loads(resumed.stdout)}[mail] is False
+
+
+def test_jobs_without_a_state_lists_every_state_the_backend_can_and_names_the_one_it_cannot(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery on Redis with no result store and no journal keeps no finished jobs: a plain
+    ``jobadapter jobs`` still lists the others, and says on stderr what it left out and why."""
+    monkeypatch.delenv(journal.ENVIRONMENT_VARIABLE, raising=False)
+    with PrivateRedis(persistent=False) as server:
+        url = f"celery+redis://127.0.0.1:{server.port}/0"
+        adapter = config.build_adapter(url)
+        try:
+            with config.override(adapter):
+                waiting = RecordJob.set(queue="jac-cli-unlisted").perform_later("unlisted")
+        finally:
+            adapter.close()
+        capsys.readouterr()
+        code = main(["jobs", "--url", url])
+        captured = capsys.readouterr()
+        asked = main(["jobs", "--state", "finished", "--url", url])
+        refused = capsys.readouterr()
+    assert code == 0, captured.err
+    assert waiting.job_id in captured.out and "pending" in captured.out
+    assert captured.err.startswith("jobadapter: finished jobs not listed: Celery keeps no finished jobs")
+    assert asked == 1 and "Celery keeps no finished jobs" in refused.err  # asked for: an error
