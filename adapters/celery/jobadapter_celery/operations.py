@@ -528,7 +528,10 @@ class RedisOperations(Operations):
             failed[record.queue] = failed.get(record.queue, 0) + 1
         paused = self.paused()
         found = []
-        for name in names:
+        # A queue known only by its dead letters or by ETA messages a worker holds (its
+        # binding gone, or a failed job moved here by `jobadapter migrate`) is listed too.
+        extra = (set(failed) | set(scheduled)) - {self.adapter.settings.dead_letter_queue}
+        for name in sorted(set(names) | extra):
             pending = 0
             for key in self.queue_keys(name):
                 due, later = self._count_waiting(key, now)

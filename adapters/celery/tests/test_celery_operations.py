@@ -293,3 +293,24 @@ def test_a_dead_letter_is_discarded_even_while_the_journal_still_says_pending(tm
             for name in (dead, queue):
                 connection.default_channel.queue_delete(name)
         adapter.close()
+
+
+def test_redis_queues_lists_a_queue_known_only_by_its_dead_letters() -> None:
+    """A failed job moved in by ``jobadapter migrate`` (or one whose queue's binding is gone)
+    still shows its queue in ``queues()``, with its failed count."""
+    from jobadapter.operations import JobError
+
+    with PrivateRedis(persistent=False) as server:
+        adapter = config.build_adapter(f"celery+{server.url}")
+        assert isinstance(adapter, CeleryAdapter)
+        queue = unique("only-dead")
+        envelope = Envelope(
+            NoteJob.job_name, str(uuid.uuid4()), queue, None, ["x"], {}, 1, {}, datetime.now(timezone.utc)
+        )
+        try:
+            adapter.enqueue_failed([(envelope, JobError("Doomed", "moved in failed"))])
+            listed = {info.name: info for info in adapter.queues()}
+            assert queue in listed and (listed[queue].pending, listed[queue].failed) == (0, 1)
+            assert adapter.settings.dead_letter_queue not in listed
+        finally:
+            adapter.close()
