@@ -469,22 +469,10 @@ class RabbitmqAdapter(RabbitmqOperations, DramatiqAdapter):
         found = []
         for queue in sorted(queues):
             for name in (queue, dq_name(queue)):
-                consumers = self._reconnecting(partial(self._consumer_count, name))
+                _, consumers = self._reconnecting(partial(self._passive_declare, name))
                 if consumers:
                     found.append(f"{consumers} consumer(s) of {name}")
         return found
-
-    def _consumer_count(self, name: str) -> int:
-        """Consumers of queue ``name`` (0 if it does not exist), from a passive declare."""
-        channel = self.broker.connection.channel()
-        try:
-            declared = channel.queue_declare(name, passive=True)
-        except pika.exceptions.ChannelClosedByBroker:  # 404: no such queue, no consumer
-            return 0
-        finally:
-            if channel.is_open:
-                channel.close()
-        return int(declared.method.consumer_count)
 
     def write_raw(self, queue_name: str, body: bytes, content_type: str | None = None) -> None:
         self.declare(q_name(queue_name))

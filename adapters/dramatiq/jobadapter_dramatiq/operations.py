@@ -45,6 +45,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pika  # type: ignore[import-untyped]
+import pika.exceptions  # type: ignore[import-untyped]
 import redis
 from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -883,10 +884,24 @@ class RabbitmqOperations(Adapter):
         paused = active.paused()
         infos = []
         for name in sorted(self._queue_names(active) | paused):
-            ready, _, dead = self._reconnecting(partial(self.broker.get_queue_message_counts, name))
+            ready, _ = self._reconnecting(partial(self._passive_declare, name))
+            dead, _ = self._reconnecting(partial(self._passive_declare, xq_name(name)))
             scheduled = active.count(JobState.SCHEDULED, name)
-            infos.append(QueueInfo(name, int(ready), scheduled, int(dead), name in paused))
+            infos.append(QueueInfo(name, ready, scheduled, dead, name in paused))
         return infos
+
+    def _passive_declare(self, name: str) -> tuple[int, int]:
+        """Queue ``name``'s (messages, consumers) from a passive declare, (0, 0) if it does not
+        exist: a read never creates a queue (Dramatiq's own counts declare all three)."""
+        channel = self.broker.connection.channel()
+        try:
+            declared = channel.queue_declare(name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker:  # 404: no such queue
+            return 0, 0
+        finally:
+            if channel.is_open:
+                channel.close()
+        return int(declared.method.message_count), int(declared.method.consumer_count)
 
     def _queue_names(self, active: Journal | None) -> set[str]:
         """The queues this process published to, and (RabbitMQ lists none over AMQP) those of the
@@ -926,8 +941,8 @@ class RabbitmqOperations(Adapter):
     def _reading_dead(self, queue: str) -> Iterator[tuple[Any, Iterator[tuple[int, Entry]]]]:
         """A channel reading ``<queue>.XQ`` with unacknowledged ``basic_get``: the deliveries and
         their entries, up to as many as the queue held when it began (so what a walk republishes
-        and fails again is not met twice). Closing the channel returns what was not acked."""
-        self._reconnecting(lambda: self.broker.declare_queue(queue, ensure=True))
+        and fails again is not met twice). Closing the channel returns what was not acked. A
+        queue that does not exist has no letters: reading never declares one."""
         channel = self._reconnecting(lambda: self.broker.connection.channel())
         try:
             yield channel, self._deliveries(channel, queue)
@@ -938,7 +953,10 @@ class RabbitmqOperations(Adapter):
     @staticmethod
     def _deliveries(channel: Any, queue: str) -> Iterator[tuple[int, Entry]]:
         dead = xq_name(queue)
-        held = channel.queue_declare(dead, passive=True).method.message_count
+        try:
+            held = channel.queue_declare(dead, passive=True).method.message_count
+        except pika.exceptions.ChannelClosedByBroker:  # 404: nothing ever failed on this queue
+            return
         for _ in range(held):
             method, _, body = channel.basic_get(dead, auto_ack=False)
             if method is None:

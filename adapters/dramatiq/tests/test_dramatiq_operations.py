@@ -353,6 +353,35 @@ def test_rabbitmq_discards_a_dead_letter_while_the_journal_still_says_pending(
         adapter.close()
 
 
+def test_rabbitmq_reads_never_declare_a_queue(journal_url: str, amqp_queues: Callable[[str], str]) -> None:
+    """Listing queues, failed jobs or finding a job reads with passive declares: a queue name the
+    journal remembers (a failed row) but RabbitMQ no longer has is not created again."""
+    import pika  # type: ignore[import-untyped]
+    import pika.exceptions  # type: ignore[import-untyped]
+
+    adapter = config.build_adapter(AMQP)
+    active = journal.active()
+    assert isinstance(adapter, RabbitmqAdapter) and active is not None
+    ghost = amqp_queues("ghost")
+    job_id = str(uuid.uuid4())
+    active.record(job_id, state=JobState.FAILED, queue=ghost, job_class=RecordJob.job_name)
+    active.flush()
+    try:
+        assert ghost in {info.name for info in adapter.queues()}
+        assert adapter.jobs(JobState.FAILED, filter=JobFilter(queue=ghost)) == []
+        assert adapter.find(job_id).state is JobState.FAILED  # the journal's row
+    finally:
+        adapter.close()
+    connection = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2F"))
+    try:
+        for name in (ghost, f"{ghost}.DQ", f"{ghost}.XQ"):
+            channel = connection.channel()
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+                channel.queue_declare(name, passive=True)
+    finally:
+        connection.close()
+
+
 def test_redis_bulk_commands_walk_pages_past_what_they_leave(redis_backend: Backend) -> None:
     """1,200 dead letters, every other one matching: a page-crossing walk must meet each once."""
     adapter = redis_backend.adapter
