@@ -82,6 +82,8 @@ JOURNAL_VARIABLE = journal_module.ENVIRONMENT_VARIABLE
 _SEP = "\x06\x16"
 """kombu's separator in a priority step's list key (``queue\\x06\\x16<step>``)."""
 _CHUNK = 500
+WORKER_QUEUES_TTL = 30.0
+"""Seconds `AmqpOperations.queues` reuses the queue names the workers reported."""
 DEAD_LETTER_PATIENCE = 2.0
 """Seconds a command on given dead letters keeps looking for ones another channel held."""
 _NO_ETA = b'"eta": null'
@@ -901,6 +903,11 @@ def broadcast_cancel(adapter: CeleryAdapter, queue: str) -> None:
 class AmqpOperations(Operations):
     """RabbitMQ: the dead-letter queue natively, the rest through the journal."""
 
+    def __init__(self, adapter: CeleryAdapter) -> None:
+        super().__init__(adapter)
+        self._worker_queues: tuple[float, frozenset[str]] | None = None
+        """When the workers were last asked, and the queue names they consume."""
+
     def capabilities(self) -> frozenset[Capability]:
         if active_journal() is None:
             return frozenset({Capability.RETRY, Capability.MIGRATE_FROM, Capability.MIGRATE_TO})
@@ -1004,10 +1011,9 @@ class AmqpOperations(Operations):
         holds ETA messages no worker has fetched yet, which are scheduled, not pending."""
         journal = self.journal("list queues")
         journal.flush()
-        replies = self.adapter.app.control.inspect(timeout=1.0).active_queues() or {}
         counts = journal.queue_counts()
         paused = journal.paused()
-        names = {q["name"] for queues in replies.values() for q in queues or []} | set(paused) | set(counts)
+        names = set(self.worker_queues()) | set(paused) | set(counts)
         failed: dict[str, int] = {}
 
         def count(_message: Any, record: JobRecord, _envelope: Envelope | None) -> bool:
@@ -1027,6 +1033,18 @@ class AmqpOperations(Operations):
             )
             for name in sorted(names)
         ]
+
+    def worker_queues(self) -> frozenset[str]:
+        """The queues running workers consume, asked at most every `WORKER_QUEUES_TTL` seconds:
+        ``inspect active_queues`` waits its whole timeout for replies, which a dashboard reload
+        should not pay each time. (These names only add empty queues: any queue with a job is
+        in the journal's counts.)"""
+        now = time.monotonic()
+        if self._worker_queues is None or now - self._worker_queues[0] > WORKER_QUEUES_TTL:
+            replies = self.adapter.app.control.inspect(timeout=1.0).active_queues() or {}
+            names = frozenset(q["name"] for queues in replies.values() for q in queues or [])
+            self._worker_queues = (now, names)
+        return self._worker_queues[1]
 
     def jobs(self, state: JobState, filter: JobFilter, limit: int, offset: int) -> list[JobRecord]:
         if state is JobState.FAILED:

@@ -314,3 +314,36 @@ def test_redis_queues_lists_a_queue_known_only_by_its_dead_letters() -> None:
             assert adapter.settings.dead_letter_queue not in listed
         finally:
             adapter.close()
+
+
+def test_rabbitmq_queues_asks_the_workers_at_most_every_few_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``inspect active_queues`` waits its whole timeout (1 s) for replies: a dashboard that
+    reloads its queues page pays it once per `WORKER_QUEUES_TTL`, not on every load."""
+    from jobadapter_celery import operations
+
+    dead = unique("dead")
+    adapter = config.build_adapter(f"{AMQP}?dead_letter_queue={dead}")
+    assert isinstance(adapter, CeleryAdapter)
+    journal.configure(f"sqlite:///{tmp_path / 'journal.db'}")
+    asked: list[float] = []
+    inspect = adapter.app.control.inspect
+
+    def counted(**options: object) -> object:
+        asked.append(time.monotonic())
+        return inspect(**options)
+
+    monkeypatch.setattr(adapter.app.control, "inspect", counted)
+    try:
+        adapter.queues()
+        adapter.queues()
+        assert len(asked) == 1
+        monkeypatch.setattr(operations, "WORKER_QUEUES_TTL", 0.0)
+        adapter.queues()
+        assert len(asked) == 2
+    finally:
+        journal.close()
+        with adapter.app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(dead)
+        adapter.close()
