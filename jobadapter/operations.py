@@ -121,7 +121,12 @@ class JobRecord:
 
     @classmethod
     def from_envelope(cls, envelope: Envelope, state: JobState, **known: Any) -> JobRecord:
-        """The record of a job whose envelope the backend holds."""
+        """The record of a job whose envelope the backend holds.
+
+        A backend holds the envelope as it was delivered, whose ``executions`` counts the runs
+        before the attempt it carries: a running, finished or failed job's record counts that
+        attempt too, so every backend reports 1 for a job that ran once."""
+        ran = 1 if state in (JobState.RUNNING, JobState.FINISHED, JobState.FAILED) else 0
         return cls(
             job_id=envelope.job_id,
             job_class=envelope.job_class,
@@ -130,7 +135,7 @@ class JobRecord:
             priority=envelope.priority,
             arguments=list(envelope.arguments),
             keyword_arguments=dict(envelope.keyword_arguments),
-            executions=envelope.executions,
+            executions=envelope.executions + ran,
             enqueued_at=envelope.enqueued_at,
             scheduled_at=envelope.scheduled_at,
             envelope=envelope,

@@ -153,13 +153,18 @@ def test_find_follows_a_job_through_its_life(backend: Backend) -> None:
         failing = FailingJob.set(queue=queue).perform_later(label)
         pending = _wait_state(backend, job.job_id, JobState.PENDING)
         assert (pending.job_class, pending.queue, pending.arguments) == (HeldJob.job_name, queue, [label])
+        assert pending.executions == 0, "a job that never ran counts no executions"
         with _released(backend, queue):
-            _wait_state(backend, job.job_id, JobState.RUNNING)
+            running = _wait_state(backend, job.job_id, JobState.RUNNING)
             record(label, "release")
-            _wait_state(backend, job.job_id, JobState.FINISHED)
+            finished = _wait_state(backend, job.job_id, JobState.FINISHED)
             failed = _wait_state(backend, failing.job_id, JobState.FAILED)
     assert failed.error is not None and failed.error.error_class == "Doomed"
     assert label in failed.error.message
+    ran = (running.executions, finished.executions, failed.executions)
+    assert ran == (1, 1, 1), f"executions while running, once finished and once failed: {ran}"
+    listed = _listed(backend, JobState.FAILED, JobFilter(search=label))
+    assert [r.executions for r in listed if r.job_id == failing.job_id] == [1], "jobs() and find() disagree"
 
 
 @scenario("Operations", Capability.INSPECT)

@@ -33,7 +33,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -707,7 +707,4 @@ def _record(entry: _Entry, state: JobState) -> tuple[JobRecord, Envelope | None]
             **known,
         )
         return record, None
-    record = JobRecord.from_envelope(envelope, state, **known)
-    if state in (JobState.RUNNING, JobState.FINISHED, JobState.FAILED):  # this attempt ran too
-        record = replace(record, executions=envelope.executions + 1)
-    return record, envelope
+    return JobRecord.from_envelope(envelope, state, **known), envelope
