@@ -19,6 +19,8 @@ text in the dead-letter queue is byte for byte what was published.
 URL options: ``horizon`` (seconds an ETA message may sit unacknowledged in a
 worker, default 900), ``visibility_timeout`` (Redis, default 3600, must exceed
 ``horizon``), ``dead_letter_queue`` (default ``jobadapter.dead``),
+``dead_letter_ttl`` (seconds a dead letter is kept, default 7 days, as
+Dramatiq's ``dead_message_ttl``),
 ``results`` (default 0: no per-job result writes; 1 keeps each job's state, in
 the Redis broker itself unless ``result_backend`` names another),
 ``result_backend`` (implies ``results=1``), ``prefetch`` (messages each pool
@@ -35,6 +37,7 @@ import base64
 import importlib
 import json
 import logging
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -65,6 +68,7 @@ from jobadapter.errors import ConfigurationError, EnqueueError, UnknownJobError
 from jobadapter.operations import EVERY_JOB, JobError, JobFilter, JobRecord, JobState, QueueInfo
 from jobadapter_celery.operations import RedisOperations, operations_for
 from jobadapter_celery.queues import ExistingQueues
+from jobadapter_celery.transport import FAILED_AT_HEADER
 
 _logger = logging.getLogger("jobadapter")
 
@@ -74,6 +78,8 @@ if TYPE_CHECKING:
 
 RAW_TASK = "jobadapter.perform"
 """The task that carries payloads published without a job class (``enqueue_payload``)."""
+DEAD_LETTER_TTL = 7 * 24 * 3600.0
+"""Seconds a dead letter is kept (``dead_letter_ttl``): Dramatiq's ``dead_message_ttl``."""
 PRIORITY_LEVELS = 10
 """jobadapter priorities 0 … 9 map onto ten broker levels; outside values are clamped."""
 DEFAULT_QUEUE = "default"
@@ -83,6 +89,7 @@ _OUR_OPTIONS = (
     "horizon",
     "visibility_timeout",
     "dead_letter_queue",
+    "dead_letter_ttl",
     "result_backend",
     "results",
     "prefetch",
@@ -149,6 +156,7 @@ class Settings:
     horizon: float
     visibility_timeout: float
     dead_letter_queue: str
+    dead_letter_ttl: float
     connect_timeout: float
     publish_retries: int
     results: bool
@@ -400,6 +408,7 @@ class CeleryAdapter(Adapter):
             "task_id": task_id,
             "failed_at": format_timestamp(datetime.now(timezone.utc)),
         }
+        ttl = self.settings.dead_letter_ttl
         with self.app.producer_or_acquire() as producer:
             producer.publish(
                 document,
@@ -407,9 +416,13 @@ class CeleryAdapter(Adapter):
                 routing_key=self.dead_letter.name,
                 declare=[self.dead_letter],
                 serializer="json",
+                headers={FAILED_AT_HEADER: time.time()},
+                expiration=ttl if self.transport == "amqp" else None,  # RabbitMQ's per-message TTL
                 retry=True,
                 retry_policy={"max_retries": 5, "interval_start": 0, "interval_step": 0.5},
             )
+        if isinstance(self.operations, RedisOperations):  # a Redis list has no per-entry TTL
+            self.operations.expire_dead_letters(time.time() - ttl)
 
     def enqueue_failed(self, envelopes: Sequence[tuple[Envelope, JobError]]) -> None:
         """Each job as a dead letter, as the worker writes one when a job fails for good, so
@@ -606,6 +619,7 @@ def _settings(query: Mapping[str, str]) -> Settings:
         horizon=horizon,
         visibility_timeout=visibility_timeout,
         dead_letter_queue=query.get("dead_letter_queue", "jobadapter.dead"),
+        dead_letter_ttl=_number(query, "dead_letter_ttl", DEAD_LETTER_TTL),
         connect_timeout=_number(query, "connect_timeout", 2.0),
         publish_retries=int(_number(query, "publish_retries", 2.0)),
         results="result_backend" in query or _flag(query, "results"),

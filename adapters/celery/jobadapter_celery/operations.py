@@ -65,6 +65,7 @@ from jobadapter.operations import (
     OperationUnsupported,
     QueueInfo,
 )
+from jobadapter_celery.transport import FAILED_AT_HEADER
 
 if TYPE_CHECKING:
     from jobadapter.journal.store import Journal
@@ -82,6 +83,28 @@ JOURNAL_VARIABLE = journal_module.ENVIRONMENT_VARIABLE
 _SEP = "\x06\x16"
 """kombu's separator in a priority step's list key (``queue\\x06\\x16<step>``)."""
 _CHUNK = 500
+_EXPIRY_SCAN = 100
+"""How many of the oldest dead letters each expiry looks at (it runs at every new one)."""
+_EXPIRE_DEAD_LETTERS = """
+local key, cutoff, most, header = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local oldest = redis.call('LRANGE', key, -most, -1)
+local expired = {}
+for index = #oldest, 1, -1 do
+  local ok, message = pcall(cjson.decode, oldest[index])
+  local at = nil
+  if ok and type(message) == 'table' and type(message['headers']) == 'table' then
+    at = tonumber(message['headers'][header])
+  end
+  if at ~= nil then
+    if at >= cutoff then break end
+    table.insert(expired, oldest[index])
+  end
+end
+for _, entry in ipairs(expired) do
+  redis.call('LREM', key, -1, entry)
+end
+return #expired
+"""
 WORKER_QUEUES_TTL = 30.0
 """Seconds `AmqpOperations.queues` reuses the queue names the workers reported."""
 DEAD_LETTER_PATIENCE = 2.0
@@ -512,6 +535,14 @@ class RedisOperations(Operations):
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return dead_record(raw, f"dead-{abs(hash(raw)):x}")
         return dead_record(body, tag)
+
+    def expire_dead_letters(self, cutoff: float) -> int:
+        """Remove the dead letters that failed before ``cutoff`` (epoch seconds), among the
+        oldest `_EXPIRY_SCAN`: what RabbitMQ's per-message TTL does, for a Redis list, run at
+        each new dead letter. One without a date (written before dates were) is kept."""
+        key = self.key(self.adapter.settings.dead_letter_queue)
+        script = self.client.register_script(_EXPIRE_DEAD_LETTERS)
+        return int(script(keys=[key], args=[cutoff, _EXPIRY_SCAN, FAILED_AT_HEADER]))
 
     def _remove_dead(self, raw: bytes) -> bool:
         return bool(self.client.lrem(self.key(self.adapter.settings.dead_letter_queue), 1, raw))

@@ -41,7 +41,7 @@ import logging
 import uuid
 from datetime import datetime, timezone
 from queue import Empty
-from time import monotonic
+from time import monotonic, time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -110,6 +110,10 @@ def reject_reason(item: bytes | str, error: BaseException | None = None) -> str:
     return "InvalidMessage: the Redis queue entry is not a kombu message (no properties.delivery_tag)"
 
 
+FAILED_AT_HEADER = "jobadapter_failed_at"
+"""The dead letter's header holding when it failed (epoch seconds), which the Redis expiry reads."""
+
+
 def dead_letter_entry(payload: str, reason: str, queue: str, dead_letter_queue: str) -> str:
     """The kombu list entry of a dead letter, as `CeleryAdapter.dead_letter_publish` writes one."""
     document = {
@@ -126,7 +130,7 @@ def dead_letter_entry(payload: str, reason: str, queue: str, dead_letter_queue: 
             "body": body,
             "content-encoding": "utf-8",
             "content-type": "application/json",
-            "headers": {},
+            "headers": {FAILED_AT_HEADER: time()},
             "properties": {
                 "body_encoding": "base64",
                 "delivery_info": {"exchange": "", "routing_key": dead_letter_queue},

@@ -347,3 +347,42 @@ def test_rabbitmq_queues_asks_the_workers_at_most_every_few_seconds(
         with adapter.app.connection_for_write() as connection:
             connection.default_channel.queue_delete(dead)
         adapter.close()
+
+
+@pytest.mark.parametrize("transport", ["amqp", "redis"])
+def test_dead_letters_expire_after_dead_letter_ttl(transport: str) -> None:
+    """Failed jobs are kept ``dead_letter_ttl`` seconds (7 days unless set), then dropped:
+    RabbitMQ by its per-message TTL, Redis at the next dead letter's write."""
+    from jobadapter.operations import JobError
+
+    def letter(name: str) -> Envelope:
+        return Envelope(
+            NoteJob.job_name,
+            str(uuid.uuid4()),
+            unique("ttl"),
+            None,
+            [name],
+            {},
+            1,
+            {},
+            datetime.now(timezone.utc),
+        )
+
+    dead = unique("dead")
+    with PrivateRedis(persistent=False) as server:
+        broker = AMQP if transport == "amqp" else f"celery+{server.url}"
+        adapter = config.build_adapter(f"{broker}?dead_letter_queue={dead}&dead_letter_ttl=0.5")
+        assert isinstance(adapter, CeleryAdapter)
+        try:
+            old = letter("old")
+            adapter.enqueue_failed([(old, JobError("Doomed", "long ago"))])
+            assert ids(adapter, JobState.FAILED) == {old.job_id}
+            time.sleep(0.7)
+            new = letter("new")
+            adapter.enqueue_failed([(new, JobError("Doomed", "just now"))])
+            assert ids(adapter, JobState.FAILED) == {new.job_id}
+        finally:
+            if transport == "amqp":
+                with adapter.app.connection_for_write() as connection:
+                    connection.default_channel.queue_delete(dead)
+            adapter.close()
