@@ -24,7 +24,7 @@ from typing_extensions import ParamSpec, Self
 from jobadapter import config, events, execution, hooks, registry
 from jobadapter.adapters.base import Adapter, Capability, EnqueueRequest
 from jobadapter.arguments import deserialize_arguments, serialize_arguments
-from jobadapter.envelope import Envelope
+from jobadapter.envelope import NO_EXTRAS, Envelope
 from jobadapter.errors import (
     AdapterClosedError,
     ConfigurationError,
@@ -167,6 +167,9 @@ class Job:
         self.successfully_enqueued: bool = False
         self.enqueue_error: EnqueueError | None = None
         self.outcome: str | None = None
+        self.envelope_extras: Mapping[str, Any] = NO_EXTRAS
+        """The envelope's optional keys (e.g. ``trace_context``): replaced, never mutated, since a
+        retry's copy of the job shares the mapping."""
         self._serialized_arguments: tuple[list[Any], dict[str, Any]] | None = None
         self._stored_arguments: tuple[list[Any], dict[str, Any]] | None = None
         self._adapter_options: Mapping[str, Any] = _NO_OPTIONS
@@ -325,6 +328,7 @@ class Job:
         job.successfully_enqueued = True
         job.enqueue_error = None
         job.outcome = None
+        job.envelope_extras = envelope.extras
         job._serialized_arguments = (envelope.arguments, envelope.keyword_arguments)
         job._stored_arguments = job._serialized_arguments
         job._adapter_options = _NO_OPTIONS
@@ -358,6 +362,7 @@ class Job:
             exception_executions=self.exception_executions,
             enqueued_at=self.enqueued_at,
             scheduled_at=self.scheduled_at,
+            extras=self.envelope_extras,
         )
 
     def _resolve_queue_name(self) -> str:
