@@ -396,6 +396,8 @@ class Job:
         """Run the enqueue hooks around handing the envelope to ``adapter``."""
         self.successfully_enqueued = False
         self.enqueue_error = None
+        if events.listening("enqueue_start"):
+            events.publish(events.Event("enqueue_start", self, adapter))
         try:
             if type(self)._has_enqueue_hooks:
                 hooks.run_chain(self, "enqueue", lambda: self._deliver(adapter, retrying))
@@ -468,6 +470,8 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
         _, batch_jobs, requests = batches.setdefault(id(adapter), (adapter, [], []))
         job.successfully_enqueued = False
         job.enqueue_error = None
+        if events.listening("enqueue_start"):
+            events.publish(events.Event("enqueue_start", job, adapter, in_batch=True))
         join = partial(_join_batch, job, adapter, requests, batch_jobs)
         try:
             if type(job)._has_enqueue_hooks:
@@ -483,6 +487,9 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
     for adapter, batch_jobs, requests in batches.values():
         if not requests:
             continue
+        if events.listening("enqueue_all_start"):
+            events.publish(events.Event("enqueue_all_start", None, adapter, jobs=tuple(batch_jobs)))
+        refused: EnqueueError | None = None
         try:
             provider_ids = adapter.enqueue_all(requests)
         except EnqueueError as error:
@@ -490,6 +497,7 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
             for job in batch_jobs[len(provider_ids) :]:
                 job.enqueue_error = error
             failure = failure or error
+            refused = error
         taken = batch_jobs[: len(provider_ids)]
         for job, provider_id in zip(taken, provider_ids, strict=True):
             job.provider_job_id = provider_id
@@ -497,7 +505,10 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
             if type(job)._has_enqueue_hooks:
                 hooks.run_after(job, "enqueue")
         enqueued += len(taken)
-        if taken and events.listening("enqueue_all"):
+        if refused is not None:
+            if events.has_subscribers("enqueue_all"):
+                events.publish(events.Event("enqueue_all", None, adapter, error=refused, jobs=tuple(taken)))
+        elif taken and events.listening("enqueue_all"):
             events.publish(events.Event("enqueue_all", None, adapter, jobs=tuple(taken)))
     if failure is not None:
         raise failure
