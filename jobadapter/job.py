@@ -498,6 +498,10 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
                 job.enqueue_error = error
             failure = failure or error
             refused = error
+        except Exception as error:  # a bug in the adapter: still close what enqueue_all_start opened
+            if events.has_subscribers("enqueue_all"):
+                events.publish(events.Event("enqueue_all", None, adapter, error=error))
+            raise
         taken = batch_jobs[: len(provider_ids)]
         for job, provider_id in zip(taken, provider_ids, strict=True):
             job.provider_job_id = provider_id
@@ -508,7 +512,7 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
         if refused is not None:
             if events.has_subscribers("enqueue_all"):
                 events.publish(events.Event("enqueue_all", None, adapter, error=refused, jobs=tuple(taken)))
-        elif taken and events.listening("enqueue_all"):
+        elif events.listening("enqueue_all"):
             events.publish(events.Event("enqueue_all", None, adapter, jobs=tuple(taken)))
     if failure is not None:
         raise failure
