@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.metrics._internal import _ProxyMeterProvider  # the global before an SDK is set
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -67,8 +68,13 @@ PREVIOUS_EXECUTION = "previous_execution"
 """In ``trace_context``: the ``traceparent`` of the execution that retried this job."""
 INSTRUMENTATION_NAME = "jobadapter"
 Propagation = Literal["child", "link"]
+IDLE_RECHECK = 1.0
+"""Seconds: how soon after an SDK is set up without instrument() hearing of it tracing begins."""
 
 _W3C = TraceContextTextMapPropagator()
+_NO_OP_TRACERS = (trace.NoOpTracerProvider, trace.ProxyTracerProvider)
+_NO_OP_METERS = (metrics.NoOpMeterProvider, _ProxyMeterProvider)
+"""What the API hands out while no SDK is set (the proxy becomes real once one is)."""
 _SYSTEMS = {
     "amqp": "rabbitmq",
     "amqps": "rabbitmq",
@@ -124,7 +130,10 @@ def instrument(
         tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
         meter = metrics.get_meter(INSTRUMENTATION_NAME, meter_provider=meter_provider)
         subscriber = _Subscriber(tracer, meter, propagation, record_arguments)
-        unsubscribers = [events.subscribe(name, handler) for name, handler in subscriber.handlers().items()]
+        idle = _Idle(tracer_provider, meter_provider)
+        unsubscribers = [
+            events.subscribe(name, handler, silenced=idle) for name, handler in subscriber.handlers().items()
+        ]
         filter_ = TraceIds()
         if log_correlation:
             logging.getLogger("jobadapter").addFilter(filter_)
@@ -139,6 +148,36 @@ def instrument(
 
         _installed = uninstrument
         return uninstrument
+
+
+class _Idle:
+    """Whether tracing and metrics are both OpenTelemetry's no-op (no SDK set up yet): the
+    ``silenced`` check that lets the core skip building routine events for nothing, so that
+    instrumenting without an SDK costs nothing measurable. Once an SDK is set it stays set.
+
+    Asking the API for its global providers reads the environment on every call, and the core
+    asks several times per job: while idle, the answer is kept for `IDLE_RECHECK` seconds.
+    """
+
+    def __init__(
+        self, tracer_provider: trace.TracerProvider | None, meter_provider: metrics.MeterProvider | None
+    ) -> None:
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self._active = False
+        self._recheck_at = 0.0
+
+    def __call__(self) -> bool:
+        if self._active:
+            return False
+        now = time.monotonic()
+        if now < self._recheck_at:
+            return True
+        tracers = self._tracer_provider or trace.get_tracer_provider()
+        meters = self._meter_provider or metrics.get_meter_provider()
+        self._active = not isinstance(tracers, _NO_OP_TRACERS) or not isinstance(meters, _NO_OP_METERS)
+        self._recheck_at = now + IDLE_RECHECK
+        return not self._active
 
 
 def uninstrument() -> None:

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from jobadapter import Job, discard_on, otel, perform_all_later, rescue_from, retry_on
+from jobadapter import Job, discard_on, events, otel, perform_all_later, rescue_from, retry_on
 from jobadapter.testing import JobRecorder
 
 
@@ -398,3 +398,25 @@ def test_uninstrument_stops_spans_and_log_ids(jobs: JobRecorder, caplog: pytest.
     assert telemetry.spans() == []
     assert all(not hasattr(record, "trace_id") for record in caplog.records)
     assert "trace_context" not in jobs.performed[0].envelope_extras
+
+
+def test_without_an_sdk_the_routine_events_are_not_even_built(jobs: JobRecorder) -> None:
+    """OpenTelemetry's API alone hands out no-op tracers and meters: instrumenting then silences
+    the subscriber, so the core skips the events (the benchmark measures the rest)."""
+    from opentelemetry import metrics, trace
+
+    assert not events.listening("execution_start")
+    for options in (
+        {},
+        {"tracer_provider": trace.NoOpTracerProvider(), "meter_provider": metrics.NoOpMeterProvider()},
+    ):
+        stop = otel.instrument(**options)  # type: ignore[arg-type]
+        try:
+            assert not events.listening("execution_start") and not events.listening("enqueue_start")
+            Traced.perform_later("ok")
+            jobs.perform_enqueued()
+            assert "trace_context" not in jobs.performed[-1].envelope_extras
+        finally:
+            stop()
+    with instrumented():
+        assert events.listening("execution_start") and events.listening("enqueue_start")
