@@ -119,6 +119,13 @@ def perform(job: Job, adapter: Adapter | None) -> Any:
             raise
         _publish_perform(job, adapter, started)
         return None
+    except BaseException as interrupted:
+        # The worker interrupted the job (Dramatiq's time limit or shutdown notice, a
+        # KeyboardInterrupt): no rescue rule applies, but the execution ended, and subscribers
+        # that opened something at execution_start (a span, a journal row) must hear of it.
+        job.outcome = FAILED
+        _publish_perform(job, adapter, started, error=interrupted)
+        raise
     job.outcome = PERFORMED
     _publish_perform(job, adapter, started, result=result)
     return result

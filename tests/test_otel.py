@@ -420,3 +420,25 @@ def test_without_an_sdk_the_routine_events_are_not_even_built(jobs: JobRecorder)
             stop()
     with instrumented():
         assert events.listening("execution_start") and events.listening("enqueue_start")
+
+
+class Interrupted(BaseException):
+    """What a worker raises into a job it stops (Dramatiq's time limit is a BaseException)."""
+
+
+class Stopped(Job):
+    def perform(self) -> None:
+        raise Interrupted("time limit")
+
+
+def test_an_interrupted_execution_still_ends_its_span(jobs: JobRecorder, telemetry: Telemetry) -> None:
+    from opentelemetry import trace
+
+    Stopped.perform_later()
+    with pytest.raises(Interrupted):
+        jobs.perform_enqueued()
+    (process,) = telemetry.spans("process default")
+    assert process.status.status_code is StatusCode.ERROR
+    assert (process.attributes or {})["jobadapter.job.outcome"] == "failed"
+    assert not trace.get_current_span().get_span_context().is_valid  # nothing left attached
+    assert telemetry.count("jobadapter.jobs.failed") == 1
