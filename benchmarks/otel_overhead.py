@@ -4,7 +4,8 @@ No backend (core_overhead's null adapter and three-argument job), the
 ``jobadapter`` logger at WARNING, and four set-ups measured in alternating
 rounds, so drift in the machine's load hits each alike:
 
-- none: ``jobadapter.otel`` not instrumented (the baseline);
+- none: ``jobadapter.otel`` not instrumented (the baseline), measured twice: the
+  second ("none, again") shows how far the ratios move by noise alone;
 - no SDK: ``instrument()`` with OpenTelemetry's API alone (its global no-op
   providers), what an application that installs ``jobadapter[otel]`` and no SDK gets;
 - no-op providers: ``instrument()`` given ``NoOpTracerProvider`` and ``NoOpMeterProvider``;
@@ -88,6 +89,7 @@ def _sdk() -> Iterator[None]:
 
 SETUPS: dict[str, Callable[[], AbstractContextManager[None]]] = {
     "none": _none,
+    "none, again": _none,
     "no SDK": _no_sdk,
     "no-op providers": _no_op_providers,
     "SDK, batch processor": _sdk,
