@@ -169,6 +169,8 @@ def test_a_celery_worker_on_rabbitmq_continues_the_trace(
                 time.sleep(0.05)
     finally:
         adapter.purge([queue])
+        with adapter.app.connection_for_write() as connection:  # type: ignore[attr-defined]
+            connection.default_channel.exchange_delete(queue)  # the one Celery declared for the queue
         adapter.close()
     (process,) = [span for span in _read(spans) if span["name"] == f"process {queue}"]
     (request_span,) = [span for span in exporter.get_finished_spans() if span.name == "POST /orders"]
