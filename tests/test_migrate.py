@@ -222,11 +222,14 @@ def test_a_move_keeps_the_optional_envelope_keys(server: PrivateRedis, cli: Call
     source, target = config.build_adapter(source_url), config.build_adapter(target_url)
     trace_context = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     later = datetime.now(timezone.utc) + timedelta(hours=1)
-    waiting, delayed, broken = (
-        [e.evolve(extras={"trace_context": trace_context, "n": n}) for n, e in enumerate(envelopes(q, 2))]
-        for q in ("mail", "mail", "mail")
-    )
-    delayed = [e.evolve(scheduled_at=later) for e in delayed]
+
+    def tagged(at: datetime | None = None) -> list[Envelope]:
+        return [
+            e.evolve(extras={"trace_context": trace_context, "n": n})
+            for n, e in enumerate(envelopes("mail", 2, at))
+        ]
+
+    waiting, delayed, broken = tagged(), tagged(later), tagged()
     source.enqueue_all([EnqueueRequest(e) for e in [*waiting, *delayed]])
     source.enqueue_failed([(e, SEEDED_ERROR) for e in broken])
 
