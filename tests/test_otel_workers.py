@@ -1,6 +1,7 @@
-"""One trace from the process that enqueues to a real worker process, on RQ (a redis-server of the
-test's own) and on Celery over RabbitMQ: this process exports to memory, the worker (told by
-``JOBADAPTER_PLUGINS`` to import tests.otel_worker_plugin) to a JSON-lines file read here."""
+"""One trace from the process that enqueues to a real worker process, on RQ (a redis-server of
+the test's own), and on Celery and Dramatiq over RabbitMQ: this process exports to memory, the
+worker (told by ``JOBADAPTER_PLUGINS`` to import tests.otel_worker_plugin) to a JSON-lines file
+read here."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from jobadapter import config, otel
+from jobadapter.adapters.base import Adapter
 from jobadapter.faults.brokers import PrivateRedis
 from tests.otel_worker_jobs import Greeting, SlowTwice
 
 ROOT = Path(__file__).parent.parent
-AMQP = "celery+amqp://guest:guest@127.0.0.1:5672//"
+CELERY_AMQP = "celery+amqp://guest:guest@127.0.0.1:5672//"
+DRAMATIQ_AMQP = "dramatiq+amqp://guest:guest@127.0.0.1:5672"
 SPANS_VARIABLE = "JOBADAPTER_TEST_SPANS"
 """Where tests.otel_worker_plugin writes the worker's spans (importing it here would instrument)."""
 
@@ -130,10 +133,10 @@ def test_an_rq_worker_continues_the_trace_and_links_the_retries(
 
 
 @contextmanager
-def _celery_worker(queue: str, spans: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _worker(url: str, queue: str, spans: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as output:
         process = subprocess.Popen(
-            _worker_command(AMQP, queue, "--concurrency", "1"),
+            _worker_command(url, queue, "--concurrency", "1"),
             env=_worker_environment(spans),
             cwd=ROOT,
             stdout=output,
@@ -152,31 +155,39 @@ def _celery_worker(queue: str, spans: Path, log: Path) -> Iterator[subprocess.Po
                 process.wait()
 
 
-def test_a_celery_worker_on_rabbitmq_continues_the_trace(
-    producer: tuple[trace.Tracer, InMemorySpanExporter], tmp_path: Path
+def _delete(adapter: Adapter, queue: str) -> None:
+    """The test's queue, and what the backend declared beside it (Celery: an exchange named like
+    the queue; Dramatiq: its delay and dead-letter queues, which ``purge`` deletes)."""
+    adapter.purge([queue])
+    if adapter.url.adapter == "celery":
+        with adapter.app.connection_for_write() as connection:  # type: ignore[attr-defined]
+            connection.default_channel.exchange_delete(queue)
+
+
+@pytest.mark.parametrize("url", [CELERY_AMQP, DRAMATIQ_AMQP], ids=["celery", "dramatiq"])
+def test_a_worker_on_rabbitmq_continues_the_trace(
+    url: str, producer: tuple[trace.Tracer, InMemorySpanExporter], tmp_path: Path
 ) -> None:
     tracer, exporter = producer
     spans, log = tmp_path / "worker-spans.jsonl", tmp_path / "worker.log"
     queue = f"jac-otel-{uuid.uuid4().hex[:8]}"
-    adapter = config.build_adapter(AMQP)
+    adapter = config.build_adapter(url)
     try:
         with config.override(adapter), tracer.start_as_current_span("POST /orders") as request:
             greeting = Greeting.set(queue=queue).perform_later("grace")
-        with _celery_worker(queue, spans, log):
+        with _worker(url, queue, spans, log):
             deadline = time.monotonic() + 60
             while not any(span["name"] == f"process {queue}" for span in _read(spans)):
                 assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
                 time.sleep(0.05)
     finally:
-        adapter.purge([queue])
-        with adapter.app.connection_for_write() as connection:  # type: ignore[attr-defined]
-            connection.default_channel.exchange_delete(queue)  # the one Celery declared for the queue
+        _delete(adapter, queue)
         adapter.close()
     (process,) = [span for span in _read(spans) if span["name"] == f"process {queue}"]
     (request_span,) = [span for span in exporter.get_finished_spans() if span.name == "POST /orders"]
     sends = [span for span in exporter.get_finished_spans() if span.name == f"send {queue}"]
     assert process["attributes"]["messaging.message.id"] == greeting.job_id
-    assert process["attributes"]["jobadapter.adapter"] == "celery"
+    assert process["attributes"]["jobadapter.adapter"] == adapter.url.adapter
     assert process["status"]["status_code"] == "UNSET"
     _assert_one_trace(request_span, sends, [process], "rabbitmq")
     assert request.get_span_context().trace_id == request_span.context.trace_id
