@@ -150,6 +150,20 @@ def instrument(
         return uninstrument
 
 
+class Instrumentor:
+    """What ``opentelemetry-instrument`` (the zero-code agent) loads through the entry point
+    ``opentelemetry_instrumentor``: it calls ``Instrumentor().instrument(**options)`` with
+    the global providers set. Options it does not know are ignored, as the agent passes its own.
+    """
+
+    def instrument(self, **options: Any) -> None:
+        known = ("tracer_provider", "meter_provider", "propagation", "record_arguments", "log_correlation")
+        instrument(**{name: value for name, value in options.items() if name in known})
+
+    def uninstrument(self, **options: Any) -> None:
+        uninstrument()
+
+
 class _Idle:
     """Whether tracing and metrics are both OpenTelemetry's no-op (no SDK set up yet): the
     ``silenced`` check that lets the core skip building routine events for nothing, so that

@@ -442,3 +442,22 @@ def test_an_interrupted_execution_still_ends_its_span(jobs: JobRecorder, telemet
     assert (process.attributes or {})["jobadapter.job.outcome"] == "failed"
     assert not trace.get_current_span().get_span_context().is_valid  # nothing left attached
     assert telemetry.count("jobadapter.jobs.failed") == 1
+
+
+def test_the_zero_code_agent_finds_the_instrumentor_by_its_entry_point(jobs: JobRecorder) -> None:
+    from importlib.metadata import entry_points
+
+    (entry_point,) = [
+        found for found in entry_points(group="opentelemetry_instrumentor") if found.name == "jobadapter"
+    ]
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = entry_point.load()()
+    instrumentor.instrument(tracer_provider=provider, skip_dep_check=True)  # an agent's own option
+    try:
+        Traced.perform_later("ok")
+        jobs.perform_enqueued()
+    finally:
+        instrumentor.uninstrument()
+    assert [span.name for span in exporter.get_finished_spans()] == ["send default", "process default"]
