@@ -3,7 +3,9 @@
 ``instrument()`` subscribes to the core's events (`jobadapter.events`); it needs
 only ``opentelemetry-api`` (``pip install jobadapter[otel]``), and whichever
 SDK the application configured receives the spans and measurements. Without an
-SDK, OpenTelemetry's API hands out no-op tracers and meters.
+SDK, OpenTelemetry's API hands out no-op tracers and meters, and the subscriber
+stays silenced (`_Idle`). OpenTelemetry's zero-code agent calls `Instrumentor`
+through the ``opentelemetry_instrumentor`` entry point instead.
 
 Spans, following OpenTelemetry's messaging conventions:
 
