@@ -5,16 +5,25 @@ loading them is part of performing the job, so a failure to load lands inside
 the job's rescue rules (``discard_on(DeserializationError)``), not in the worker.
 
 ``decode`` is strict on purpose. A worker receives bytes from a broker that
-anyone with network access may have written to, so every field is checked for
-presence and type, unknown fields are refused, and a version this code does
-not know is refused rather than guessed at.
+anyone with network access may have written to, so every required field is
+checked for presence and type, and a version this code does not know is refused
+rather than guessed at.
+
+Version 1 may gain *optional* keys (``trace_context``, written by
+``jobadapter.otel``, is one) without a version bump: a key that is not one of
+the required fields is kept, unread, in `Envelope.extras`, and written back on
+every later enqueue of the job (a retry, a move to another backend), so an older
+worker neither refuses a job nor drops what a newer producer attached to it.
+Whoever reads an optional key checks its value, and ignores one it cannot use.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from jobadapter.errors import InvalidEnvelope
@@ -35,6 +44,9 @@ _FIELDS = (
     "enqueued_at",
     "scheduled_at",
 )
+_REQUIRED = frozenset(_FIELDS)
+NO_EXTRAS: Mapping[str, Any] = MappingProxyType({})
+"""The optional keys of an envelope that has none (shared, and read-only so it stays empty)."""
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 """One shared encoder: ``json.dumps`` with options builds a new one per call."""
@@ -57,10 +69,17 @@ class Envelope(NamedTuple):
     exception_executions: dict[str, int]
     enqueued_at: datetime
     scheduled_at: datetime | None = None
+    extras: Mapping[str, Any] = NO_EXTRAS
+    """The optional keys, by name, as they were received or set (never one of the required fields)."""
 
     def to_document(self) -> dict[str, Any]:
-        """The envelope as a JSON-ready dict (for brokers that serialize messages themselves)."""
+        """The envelope as a JSON-ready dict (for brokers that serialize messages themselves).
+
+        Optional keys come first, so a required field always wins over an optional key of the
+        same name (which `from_document` never produces, but code building an envelope could).
+        """
         return {
+            **self.extras,
             "jobadapter": VERSION,
             "job_class": self.job_class,
             "job_id": self.job_id,
@@ -119,9 +138,11 @@ def from_document(document: object) -> Envelope:
     missing = [name for name in _FIELDS if name not in document]
     if missing:
         raise InvalidEnvelope(f"envelope is missing field(s): {', '.join(missing)}")
-    unknown = sorted(set(document) - set(_FIELDS))
-    if unknown:
-        raise InvalidEnvelope(f"envelope has unknown field(s): {', '.join(unknown)}")
+    extras = (
+        {name: value for name, value in document.items() if name not in _REQUIRED}
+        if len(document) > len(_REQUIRED)  # every required key is there: any more are optional
+        else NO_EXTRAS
+    )
     priority = document["priority"]
     if priority is not None and type(priority) is not int:
         raise InvalidEnvelope(f"'priority' must be an integer or null, not {priority!r}")
@@ -144,6 +165,7 @@ def from_document(document: object) -> Envelope:
         exception_executions=exception_executions,
         enqueued_at=_parse_timestamp(document, "enqueued_at"),
         scheduled_at=None if scheduled_at is None else _parse_timestamp(document, "scheduled_at"),
+        extras=extras or NO_EXTRAS,
     )
 
 

@@ -4,9 +4,14 @@ The log lines of ``jobadapter.logging`` are one subscriber among others (metrics
 error reporters, tests); nothing in the core writes a log line directly.
 
 Events: ``enqueue``, ``enqueue_at``, ``enqueue_all``, ``enqueue_retry``,
-``perform_start``, ``perform``, ``retry_stopped``, ``discard``. Publishers
-check ``listening`` before building a routine event and ``has_subscribers``
-before building one about a failure.
+``perform_start``, ``perform``, ``retry_stopped``, ``discard``, and three that
+open what a later event closes, for subscribers that measure or trace a span of
+work (``jobadapter.otel``): ``enqueue_start`` (closed by the job's ``enqueue`` or
+``enqueue_at``, or for a job joining a ``perform_all_later`` batch, by the
+batch's ``enqueue_all``), ``enqueue_all_start`` (closed by ``enqueue_all``) and
+``execution_start`` (closed by ``perform``). Publishers check ``listening``
+before building a routine event and ``has_subscribers`` before building one
+about a failure.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ if TYPE_CHECKING:
 
 NAMES = frozenset(
     {
+        "enqueue_start",
         "enqueue",
         "enqueue_at",
+        "enqueue_all_start",
         "enqueue_all",
         "enqueue_retry",
+        "execution_start",
         "perform_start",
         "perform",
         "retry_stopped",
@@ -39,7 +47,15 @@ class Event(NamedTuple):
     """What happened, to which job, through which adapter (immutable, and cheap to build:
     one is built on every enqueue and perform).
 
-    ``job`` is None only for ``enqueue_all``, which carries ``jobs`` instead.
+    ``job`` is None only for ``enqueue_all_start`` and ``enqueue_all``, which carry
+    ``jobs`` instead (``enqueue_all``: the jobs the backend took; ``error`` is set
+    when it refused the batch or the rest of it). ``in_batch`` marks the
+    ``enqueue_start`` of a job joining a ``perform_all_later`` batch.
+    ``enqueue_start`` comes before the enqueue hooks and before the envelope is
+    built: a subscriber may set optional envelope keys (``job.envelope_extras``)
+    there. ``execution_start`` comes before the arguments load, so it opens every
+    execution, also one whose arguments fail to load (which has no
+    ``perform_start``).
     ``perform`` is published once per execution, after the rescue rules
     decided: ``duration`` (seconds) and ``outcome`` (the ``job.outcome``
     constant: performed, retried, discarded, rescued, exhausted, failed,
@@ -61,6 +77,7 @@ class Event(NamedTuple):
     aborted: bool = False
     outcome: str | None = None
     result: Any = None
+    in_batch: bool = False
 
 
 Subscriber = Callable[[Event], Any]

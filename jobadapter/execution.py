@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobadapter import config, defaults, events, hooks, registry
 from jobadapter.envelope import Envelope, decode, from_document
+from jobadapter.logging import job_fields
 from jobadapter.rescue import DiscardRule, HandlerRule, RetryRule, find_rule
 
 if TYPE_CHECKING:
@@ -71,7 +72,12 @@ def execute(
     job.provider_job_id = provider_job_id
     if adapter.discarded(envelope):
         job.outcome = DISCARDED_BY_OPERATOR
-        _logger.info("Skipped %s (Job ID: %s): discarded by an operator", job.job_name, job.job_id)
+        _logger.info(
+            "Skipped %s (Job ID: %s): discarded by an operator",
+            job.job_name,
+            job.job_id,
+            extra=job_fields(job),
+        )
         return job
     perform(job, adapter)
     return job
@@ -82,6 +88,8 @@ def perform(job: Job, adapter: Adapter | None) -> Any:
     job.executions += 1
     job.outcome = None
     job._run_by = adapter
+    if events.listening("execution_start"):
+        events.publish(events.Event("execution_start", job, adapter))
     discard_hooks = _DiscardHooks(job)
     started = perf_counter()
     try:
@@ -111,6 +119,13 @@ def perform(job: Job, adapter: Adapter | None) -> Any:
             raise
         _publish_perform(job, adapter, started)
         return None
+    except BaseException as interrupted:
+        # The worker interrupted the job (Dramatiq's time limit or shutdown notice, a
+        # KeyboardInterrupt): no rescue rule applies, but the execution ended, and subscribers
+        # that opened something at execution_start (a span, a journal row) must hear of it.
+        job.outcome = FAILED
+        _publish_perform(job, adapter, started, error=interrupted)
+        raise
     job.outcome = PERFORMED
     _publish_perform(job, adapter, started, result=result)
     return result
@@ -239,7 +254,12 @@ class _DiscardHooks:
             try:
                 getattr(self._job, name)(error)
             except Exception as failure:
-                _logger.exception("after_discard hook %s of %s raised", name, self._job.job_name)
+                _logger.exception(
+                    "after_discard hook %s of %s raised",
+                    name,
+                    self._job.job_name,
+                    extra=job_fields(self._job),
+                )
                 failures.append(failure)
         if failures:
             raise failures[-1]

@@ -31,7 +31,7 @@ from typing_extensions import ParamSpec, Self
 from jobadapter import config, defaults, events, execution, hooks, registry
 from jobadapter.adapters.base import Adapter, Capability, EnqueueRequest
 from jobadapter.arguments import deserialize_arguments, serialize_arguments
-from jobadapter.envelope import Envelope
+from jobadapter.envelope import NO_EXTRAS, Envelope
 from jobadapter.errors import (
     AdapterClosedError,
     ConfigurationError,
@@ -243,6 +243,9 @@ class Job:
         self.successfully_enqueued: bool = False
         self.enqueue_error: EnqueueError | None = None
         self.outcome: str | None = None
+        self.envelope_extras: Mapping[str, Any] = NO_EXTRAS
+        """The envelope's optional keys (e.g. ``trace_context``): replaced, never mutated, since a
+        retry's copy of the job shares the mapping."""
         self._serialized_arguments: tuple[list[Any], dict[str, Any]] | None = None
         self._stored_arguments: tuple[list[Any], dict[str, Any]] | None = None
         self._adapter_options: Mapping[str, Any] = _NO_OPTIONS
@@ -414,6 +417,7 @@ class Job:
         job.successfully_enqueued = True
         job.enqueue_error = None
         job.outcome = None
+        job.envelope_extras = envelope.extras
         job._serialized_arguments = (envelope.arguments, envelope.keyword_arguments)
         job._stored_arguments = job._serialized_arguments
         job._adapter_options = _NO_OPTIONS
@@ -447,6 +451,7 @@ class Job:
             exception_executions=self.exception_executions,
             enqueued_at=self.enqueued_at,
             scheduled_at=self.scheduled_at,
+            extras=self.envelope_extras,
         )
 
     def _resolve_queue_name(self) -> str:
@@ -489,6 +494,8 @@ class Job:
         """Run the enqueue hooks around handing the envelope to ``adapter``."""
         self.successfully_enqueued = False
         self.enqueue_error = None
+        if events.listening("enqueue_start"):
+            events.publish(events.Event("enqueue_start", self, adapter))
         try:
             if type(self)._has_enqueue_hooks:
                 hooks.run_chain(self, "enqueue", lambda: self._deliver(adapter, retrying))
@@ -561,6 +568,8 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
         _, batch_jobs, requests = batches.setdefault(id(adapter), (adapter, [], []))
         job.successfully_enqueued = False
         job.enqueue_error = None
+        if events.listening("enqueue_start"):
+            events.publish(events.Event("enqueue_start", job, adapter, in_batch=True))
         join = partial(_join_batch, job, adapter, requests, batch_jobs)
         try:
             if type(job)._has_enqueue_hooks:
@@ -576,6 +585,9 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
     for adapter, batch_jobs, requests in batches.values():
         if not requests:
             continue
+        if events.listening("enqueue_all_start"):
+            events.publish(events.Event("enqueue_all_start", None, adapter, jobs=tuple(batch_jobs)))
+        refused: EnqueueError | None = None
         try:
             provider_ids = adapter.enqueue_all(requests)
         except EnqueueError as error:
@@ -583,6 +595,11 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
             for job in batch_jobs[len(provider_ids) :]:
                 job.enqueue_error = error
             failure = failure or error
+            refused = error
+        except Exception as error:  # a bug in the adapter: still close what enqueue_all_start opened
+            if events.has_subscribers("enqueue_all"):
+                events.publish(events.Event("enqueue_all", None, adapter, error=error))
+            raise
         taken = batch_jobs[: len(provider_ids)]
         for job, provider_id in zip(taken, provider_ids, strict=True):
             job.provider_job_id = provider_id
@@ -590,7 +607,10 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
             if type(job)._has_enqueue_hooks:
                 hooks.run_after(job, "enqueue")
         enqueued += len(taken)
-        if taken and events.listening("enqueue_all"):
+        if refused is not None:
+            if events.has_subscribers("enqueue_all"):
+                events.publish(events.Event("enqueue_all", None, adapter, error=refused, jobs=tuple(taken)))
+        elif events.listening("enqueue_all"):
             events.publish(events.Event("enqueue_all", None, adapter, jobs=tuple(taken)))
     if failure is not None:
         raise failure

@@ -9,6 +9,11 @@
 
 A job class with ``log_arguments = False`` keeps its arguments out of every line.
 
+Every line about one job carries the job's ``job_id``, ``job_class`` (its
+registry name), ``queue`` and ``executions`` as attributes of the log record
+(`job_fields`), for a structured formatter to pick up; ``jobadapter.otel``
+adds ``trace_id`` and ``span_id``.
+
 Every job logs two routine lines, so they are cheap: the logger gets the
 parts, not a built string (nothing is formatted unless a handler writes the
 line), and the record is made without the stack walk ``logger.info`` does to
@@ -32,6 +37,16 @@ if TYPE_CHECKING:
     from jobadapter.job import Job
 
 logger = logging.getLogger("jobadapter")
+
+
+def job_fields(job: Job) -> dict[str, object]:
+    """The log record attributes that say which job a line is about (``extra=`` of a log call)."""
+    return {
+        "job_id": job.job_id,
+        "job_class": job.job_name,
+        "queue": job.queue_name,
+        "executions": job.executions,
+    }
 
 
 def _where(event: events.Event, job: Job) -> str:
@@ -94,7 +109,7 @@ IMMUTABLE_ARGUMENT_TYPES = frozenset({str, int, float, bool, type(None), _At})
 the same: immutable ones (`_Arguments` is not: a job may change its arguments)."""
 
 
-def _info(source: Callable[..., Any], message: str, *arguments: object) -> None:
+def _info(source: Callable[..., Any], job: Job, message: str, *arguments: object) -> None:
     """``logger.info(message, *arguments)``, the record naming ``source`` as where it was logged.
 
     ``logger.info`` walks the stack to find its caller's file, line and function
@@ -110,6 +125,7 @@ def _info(source: Callable[..., Any], message: str, *arguments: object) -> None:
         arguments,
         None,
         code.co_name,
+        job_fields(job),
     )
     logger.handle(record)
 
@@ -133,15 +149,21 @@ def _on_enqueue(event: events.Event) -> None:
             "Failed enqueuing %s to %s, a before_enqueue hook halted the enqueuing",
             type(job).__qualname__,
             _where(event, job),
+            extra=job_fields(job),
         )
     elif event.error is not None:
         logger.error(
-            "Failed enqueuing %s to %s: %s", type(job).__qualname__, _where(event, job), _error(event.error)
+            "Failed enqueuing %s to %s: %s",
+            type(job).__qualname__,
+            _where(event, job),
+            _error(event.error),
+            extra=job_fields(job),
         )
     elif logger.isEnabledFor(logging.INFO):
         at = _At(" at ", job.scheduled_at) if job.scheduled_at is not None else ""
         _info(
             _on_enqueue,
+            job,
             "Enqueued %s (Job ID: %s) to %s(%s)%s%s",
             type(job).__qualname__,
             job.job_id,
@@ -170,6 +192,7 @@ def _on_perform_start(event: events.Event) -> None:
         return
     _info(
         _on_perform_start,
+        job,
         "Performing %s (Job ID: %s) from %s(%s)%s%s",
         type(job).__qualname__,
         job.job_id,
@@ -190,6 +213,7 @@ def _on_perform(event: events.Event) -> None:
             _ident(job),
             _where(event, job),
             (event.duration or 0.0) * 1000,
+            extra=job_fields(job),
         )
     elif event.error is not None:
         logger.error(
@@ -198,10 +222,12 @@ def _on_perform(event: events.Event) -> None:
             _where(event, job),
             (event.duration or 0.0) * 1000,
             _error(event.error),
+            extra=job_fields(job),
         )
     elif logger.isEnabledFor(logging.INFO):
         _info(
             _on_perform,
+            job,
             "Performed %s (Job ID: %s) from %s(%s) in %.2fms",
             type(job).__qualname__,
             job.job_id,
@@ -221,6 +247,7 @@ def _on_enqueue_retry(event: events.Event) -> None:
             _ident(job),
             job.executions,
             f"{event.wait or 0:g}",
+            extra=job_fields(job),
         )
         return
     logger.info(
@@ -229,6 +256,7 @@ def _on_enqueue_retry(event: events.Event) -> None:
         job.executions,
         f"{event.wait or 0:g}",
         _error(event.error),
+        extra=job_fields(job),
     )
 
 
@@ -241,6 +269,7 @@ def _on_retry_stopped(event: events.Event) -> None:
         _ident(job),
         _error(event.error),
         job.executions,
+        extra=job_fields(job),
     )
 
 
@@ -248,7 +277,7 @@ def _on_discard(event: events.Event) -> None:
     job = event.job
     if job is None:
         return
-    logger.error("Discarded %s due to a %s.", _ident(job), _error(event.error))
+    logger.error("Discarded %s due to a %s.", _ident(job), _error(event.error), extra=job_fields(job))
 
 
 def _info_off() -> bool:

@@ -5,6 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from jobadapter import Job, retry_on
+from jobadapter.adapters.test import TestAdapter
 from jobadapter.envelope import VERSION, Envelope, decode
 from jobadapter.errors import InvalidEnvelope
 
@@ -63,7 +65,6 @@ def test_scheduled_at_and_priority_round_trip() -> None:
         (json.dumps(_document(jobadapter=VERSION + 1)), "newer than this worker reads"),
         (json.dumps(_document(jobadapter="1")), "not a positive integer"),
         (json.dumps({k: v for k, v in _document().items() if k != "job_id"}), "missing field(s): job_id"),
-        (json.dumps(_document(extra=1)), "unknown field(s): extra"),
         (json.dumps(_document(arguments={"a": 1})), "'arguments' must be a JSON list"),
         (json.dumps(_document(priority="high")), "'priority' must be an integer"),
         (json.dumps(_document(executions=-1)), "must not be negative"),
@@ -86,3 +87,62 @@ def test_execute_refuses_a_parsed_document_that_is_not_an_object(document: objec
 
     with pytest.raises(InvalidEnvelope, match=f"payload is a JSON {kind}, not an object"):
         execute(document, None)  # type: ignore[arg-type]
+
+
+TRACE_CONTEXT = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+
+def test_optional_keys_a_worker_does_not_know_are_kept_and_written_back() -> None:
+    """A version-1 envelope from a newer producer: its optional keys neither refuse the job nor vanish."""
+    document = _document(trace_context=TRACE_CONTEXT, added_later={"any": ["json"]})
+    envelope = decode(json.dumps(document))
+    assert envelope.extras == {"trace_context": TRACE_CONTEXT, "added_later": {"any": ["json"]}}
+    assert envelope.job_id == document["job_id"]
+    assert json.loads(envelope.encode()) == document
+    assert decode(envelope.evolve(scheduled_at=None).encode()).extras == envelope.extras
+
+
+def test_an_envelope_without_optional_keys_writes_none() -> None:
+    envelope = decode(json.dumps(_document()))
+    assert envelope.extras == {}
+    assert set(json.loads(envelope.encode())) == set(_document())
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        (_document(jobadapter=VERSION + 1, trace_context=TRACE_CONTEXT), "newer than this worker reads"),
+        (
+            {k: v for k, v in _document(trace_context=TRACE_CONTEXT).items() if k != "queue_name"},
+            "missing field(s): queue_name",
+        ),
+        (_document(executions="1", trace_context=TRACE_CONTEXT), "'executions' must be a JSON int"),
+    ],
+)
+def test_optional_keys_do_not_excuse_a_wrong_version_or_required_field(
+    document: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(InvalidEnvelope) as raised:
+        decode(json.dumps(document))
+    assert reason in str(raised.value)
+
+
+@retry_on(TimeoutError, wait=0, attempts=3)
+class FlakyOnce(Job):
+    job_name = "tests.test_envelope.FlakyOnce"
+
+    def perform(self) -> None:
+        if self.executions == 1:
+            raise TimeoutError("slow")
+
+
+def test_a_retry_carries_the_optional_keys_of_the_job_it_retries() -> None:
+    adapter = TestAdapter()
+    document = _document(job_class=FlakyOnce.job_name, arguments=[], trace_context=TRACE_CONTEXT)
+    adapter._record(decode(json.dumps(document)))
+    first, retry = adapter.perform_enqueued()
+    assert first.outcome == "retried"
+    assert retry.executions == 2
+    assert retry.outcome == "performed"
+    assert retry.envelope_extras == {"trace_context": TRACE_CONTEXT}
+    assert first.to_envelope().extras == {"trace_context": TRACE_CONTEXT}

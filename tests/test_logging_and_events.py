@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from jobadapter import Job, discard_on, events, rescue_from, retry_on
+from jobadapter import DeserializationError, Job, discard_on, events, rescue_from, retry_on
 from jobadapter.testing import JobRecorder
 
 
@@ -261,3 +261,71 @@ def test_model_arguments_are_logged_by_global_id(jobs: JobRecorder, caplog: pyte
         locators.unregister(Person)
     gid = f"gid://jobadapter/{__name__}.Person"
     assert f"with arguments: {gid}/7, [{gid}/8], note='hi'" in caplog.text
+
+
+def test_the_opening_events_come_before_the_envelope_and_before_the_arguments_load(
+    jobs: JobRecorder,
+) -> None:
+    """``enqueue_start`` may still set optional envelope keys; ``execution_start`` opens every
+    execution, also the one whose arguments do not load (which has no ``perform_start``)."""
+    from jobadapter import perform_all_later
+
+    seen: list[tuple[str, object]] = []
+
+    def tag(event: events.Event) -> None:
+        assert event.job is not None
+        seen.append((event.name, event.in_batch))
+        event.job.envelope_extras = {"tagged": event.job.arguments[0]}
+
+    names = ["enqueue", "enqueue_all_start", "enqueue_all", "execution_start", "perform"]
+    unsubscribers = [events.subscribe("enqueue_start", tag)] + [
+        events.subscribe(name, lambda event: seen.append((event.name, len(event.jobs)))) for name in names
+    ]
+    Logged.perform_later("ok")
+    perform_all_later([Logged("a"), Logged("b")])
+    assert [envelope.extras for envelope in jobs.adapter.pending] == [
+        {"tagged": "ok"},
+        {"tagged": "a"},
+        {"tagged": "b"},
+    ]
+    jobs.adapter.clear()
+    unloadable = Logged("x").to_envelope().evolve(arguments=[{"custom": ["nowhere.Type", 1]}])
+    with pytest.raises(DeserializationError):
+        jobs.adapter._perform(unloadable.encode(), "p-1")
+    for unsubscribe in unsubscribers:
+        unsubscribe()
+    assert seen == [
+        ("enqueue_start", False),
+        ("enqueue", 0),
+        ("enqueue_start", True),
+        ("enqueue_start", True),
+        ("enqueue_all_start", 2),
+        ("enqueue_all", 2),
+        ("execution_start", 0),
+        ("perform", 0),
+    ]
+
+
+def test_every_line_about_a_job_carries_its_fields_as_record_attributes(
+    jobs: JobRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="jobadapter"):
+        job = Logged.perform_later("slow")
+        with pytest.raises(Slow):
+            jobs.perform_enqueued()
+    lines = [record for record in caplog.records if record.name == "jobadapter"]
+    assert [record.getMessage().split(" ")[0] for record in lines] == [
+        "Enqueued",
+        "Performing",
+        "Enqueued",
+        "Retrying",
+        "Performed",
+        "Performing",
+        "Stopped",
+        "Error",
+    ]
+    for record in lines:
+        assert record.job_id == job.job_id
+        assert record.job_class == Logged.job_name
+        assert record.queue == "default"
+    assert [record.executions for record in lines] == [0, 1, 1, 1, 1, 2, 2, 2]

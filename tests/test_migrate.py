@@ -216,6 +216,37 @@ def test_rename_queue_moves_jobs_between_queues_of_one_backend(
     adapter.close()
 
 
+def test_a_move_keeps_the_optional_envelope_keys(server: PrivateRedis, cli: Callable[..., Ran]) -> None:
+    """A trace context (or any optional key a newer producer wrote) crosses backends with the job."""
+    source_url, target_url = url("rq+redis", server, 0), url("dramatiq+redis", server, 1)
+    source, target = config.build_adapter(source_url), config.build_adapter(target_url)
+    trace_context = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+
+    def tagged(at: datetime | None = None) -> list[Envelope]:
+        return [
+            e.evolve(extras={"trace_context": trace_context, "n": n})
+            for n, e in enumerate(envelopes("mail", 2, at))
+        ]
+
+    waiting, delayed, broken = tagged(), tagged(later), tagged()
+    source.enqueue_all([EnqueueRequest(e) for e in [*waiting, *delayed]])
+    source.enqueue_failed([(e, SEEDED_ERROR) for e in broken])
+
+    ran = cli("--from", source_url, "--to", target_url, "--yes")
+
+    assert ran.code == 0, ran.err
+    expected = {e.job_id: e.extras for e in [*waiting, *delayed, *broken]}
+    moved = {
+        record.job_id: record.envelope.extras if record.envelope is not None else None
+        for state in (JobState.PENDING, JobState.SCHEDULED, JobState.FAILED)
+        for record in target.jobs(state, filter=JobFilter(queue="mail"), limit=100)
+    }
+    assert moved == expected
+    source.close()
+    target.close()
+
+
 def test_a_running_source_worker_refuses_the_move_and_force_overrides(
     server: PrivateRedis, cli: Callable[..., Ran], tmp_path: Path
 ) -> None:
