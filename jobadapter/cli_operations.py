@@ -16,10 +16,10 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from jobadapter import config
-from jobadapter.adapters.base import OPERATION_PAGE, Adapter
+from jobadapter.adapters.base import Adapter
 from jobadapter.console import Progress, confirm, table
 from jobadapter.errors import ConfigurationError, JobAdapterError
 from jobadapter.operations import JobFilter, JobRecord, JobState, OperationUnsupported, look_up
@@ -246,17 +246,7 @@ def _no_bulk_options(options: argparse.Namespace, verb: str) -> None:
 
 def _count(adapter: Adapter, state: JobState, wanted: JobFilter) -> int:
     """How many jobs in ``state`` match, one page in memory at a time."""
-    return sum(1 for _ in _each(adapter, state, wanted))
-
-
-def _each(adapter: Adapter, state: JobState, wanted: JobFilter) -> Iterator[JobRecord]:
-    offset = 0
-    while True:
-        page = adapter.jobs(state, filter=wanted, limit=OPERATION_PAGE, offset=offset)
-        yield from page
-        if len(page) < OPERATION_PAGE:
-            return
-        offset += len(page)
+    return sum(1 for _ in adapter.all_jobs(state, wanted))
 
 
 def _confirm_bulk(options: argparse.Namespace, question: str, total: int) -> None:

@@ -34,7 +34,7 @@ the URL's scheme (the part before ``+``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -374,6 +374,19 @@ class Adapter:
     ) -> list[JobRecord]:
         """The jobs in ``state`` that ``filter`` matches, oldest first, one page."""
         raise self._unsupported(f"list {state.value} jobs")
+
+    def all_jobs(self, state: JobState, filter: JobFilter = EVERY_JOB) -> Iterator[JobRecord]:
+        """Every job in ``state`` that ``filter`` matches, oldest first, one page in memory at
+        a time: what the CLI counts before a bulk action. This default pages through `jobs`;
+        an adapter whose listing reads up to each page's offset streams instead, so a walk
+        over 100,000 jobs stays linear."""
+        offset = 0
+        while True:
+            page = self.jobs(state, filter=filter, limit=OPERATION_PAGE, offset=offset)
+            yield from page
+            if len(page) < OPERATION_PAGE:
+                return
+            offset += len(page)
 
     def find(self, job_id: str) -> JobRecord:
         """The job with this id, wherever it is; raises `JobNotFound`."""

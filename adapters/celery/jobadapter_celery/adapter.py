@@ -38,7 +38,7 @@ import importlib
 import json
 import logging
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -535,6 +535,13 @@ class CeleryAdapter(Adapter):
         self, state: JobState, *, filter: JobFilter = EVERY_JOB, limit: int = 50, offset: int = 0
     ) -> list[JobRecord]:
         return self.operations.jobs(JobState(state), filter, limit, offset)
+
+    def all_jobs(self, state: JobState, filter: JobFilter = EVERY_JOB) -> Iterator[JobRecord]:
+        """Streamed on Redis, whose pages read every list entry up to their offset."""
+        state = JobState(state)
+        if isinstance(self.operations, RedisOperations) and state is not JobState.FINISHED:
+            return self.operations.records(state, filter)
+        return super().all_jobs(state, filter)
 
     def find(self, job_id: str) -> JobRecord:
         return self.operations.find(job_id)

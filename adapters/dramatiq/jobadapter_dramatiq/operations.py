@@ -490,6 +490,13 @@ class RedisOperations(Adapter):
             return self._finished(filter, limit, offset)
         return [e.record for e in islice(self._entries(state, filter), offset, offset + limit)]
 
+    def all_jobs(self, state: JobState, filter: JobFilter = EVERY_JOB) -> Iterator[JobRecord]:
+        """Streamed: a page of `jobs` reads every stored entry up to its offset."""
+        state = JobState(state)
+        if state is JobState.FINISHED:
+            return super().all_jobs(state, filter)
+        return (entry.record for entry in self._entries(state, filter))
+
     def _finished(self, filter: JobFilter, limit: int, offset: int) -> list[JobRecord]:
         return journal.required(f"listing finished jobs on {self.name}").jobs(
             JobState.FINISHED, filter, limit, offset

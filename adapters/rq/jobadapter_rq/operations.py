@@ -225,8 +225,11 @@ class RQOperations(Adapter):
         state = JobState(state)
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must be >= 0, not limit={limit!r}, offset={offset!r}")
-        matching = (record for record in self._records(state, filter) if filter.matches(record))
-        return list(itertools.islice(matching, offset, offset + limit))
+        return list(itertools.islice(self.all_jobs(state, filter), offset, offset + limit))
+
+    def all_jobs(self, state: JobState, filter: JobFilter = EVERY_JOB) -> Iterator[JobRecord]:
+        """Streamed: a page of `jobs` reads every entry up to its offset."""
+        return (record for record in self._records(JobState(state), filter) if filter.matches(record))
 
     def find(self, job_id: str) -> JobRecord:
         rq_id, fields, state, _ = self._resolve(job_id)
