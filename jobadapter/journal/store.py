@@ -171,22 +171,32 @@ class Journal:
 
     def submit(self, write: Write) -> None:
         """Buffer an event write (called on the job's hot path: no I/O here), or in a forked
-        child hand it to the parent's writer."""
+        child hand it to the parent's writer.
+
+        The append takes no lock (a deque's append and popleft are atomic): a job thread
+        that wanted the lock while the writer, holding it to take a batch, was preempted
+        waited a whole GIL switch interval. The lock is taken only to wake the writer, once
+        per batch."""
         if self._to_parent is not None and self._relayed(write):
             return
-        with self._lock:
-            if self._closed:
-                return
-            if len(self._buffer) >= BUFFER_LIMIT:
+        if self._closed:
+            return
+        buffer = self._buffer
+        if len(buffer) >= BUFFER_LIMIT:
+            with self._lock:
                 self.dropped += 1
                 if not self._dropping:
                     self._dropping = True
                     _logger.error("Job journal %s: the buffer is full, writes are being dropped", self.url)
-                return
-            self._buffer.append(write)
-            if self._thread is None and not self.forked:
-                self._start_thread()
-            if len(self._buffer) == 1 or len(self._buffer) >= BATCH_SIZE:
+            return
+        buffer.append(write)
+        size = len(buffer)
+        if self._thread is None and not self.forked:
+            with self._lock:
+                if self._thread is None and not self._closed:
+                    self._start_thread()
+        if size == 1 or size == BATCH_SIZE:
+            with self._lock:
                 self._wake.notify()
 
     def _relayed(self, write: Write) -> bool:
