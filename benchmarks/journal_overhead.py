@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from jobadapter.faults.brokers import PrivateRedis
+from jobadapter.faults.brokers import PrivateRedis, scratch_postgresql
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -50,15 +50,8 @@ CHUNK = 500
 
 @contextmanager
 def postgresql_url() -> Iterator[str]:
-    import psycopg
-
-    name = f"jobadapter_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRESQL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_postgresql() as name:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 
 def main() -> int:

@@ -8,30 +8,15 @@ test and dropped at its end (the shared server's only claim, see README).
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from jobadapter import Job, discard_on, retry_on
+from jobadapter.faults.brokers import scratch_postgresql
 
-POSTGRESQL = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 STORES = ("sqlite", "postgresql")
-
-
-@contextmanager
-def postgresql_database() -> Iterator[str]:
-    """A fresh database on the shared server, dropped (with its connections) at the end."""
-    name = f"jobadapter_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRESQL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield name
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -39,7 +24,7 @@ def store_url(kind: str, folder: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{folder / 'journal.db'}"
         return
-    with postgresql_database() as name:
+    with scratch_postgresql() as name:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 

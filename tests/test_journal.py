@@ -19,19 +19,17 @@ import pytest
 from jobadapter import config, journal, perform_all_later
 from jobadapter.cli import main
 from jobadapter.errors import ConfigurationError
-from jobadapter.faults.brokers import PrivateRedis
+from jobadapter.faults.brokers import SHARED_POSTGRESQL, PrivateRedis, scratch_postgresql
 from jobadapter.journal import schema
 from jobadapter.journal.store import Journal
 from jobadapter.operations import JobFilter, JobState
 from jobadapter.testing import JobRecorder
 from tests.journal_support import (
-    POSTGRESQL,
     STORES,
     Add,
     Explodes,
     FlakyOnce,
     Vanishes,
-    postgresql_database,
     store_url,
     wait_for,
 )
@@ -255,11 +253,11 @@ def test_an_outage_of_the_store_never_fails_a_job_and_heals(
         store.pause("mail")
         paused_before = store.paused()
         name = url.rpartition("/")[2]
-        with psycopg.connect(POSTGRESQL, autocommit=True) as admin:
+        with psycopg.connect(SHARED_POSTGRESQL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
         def heal() -> None:
-            with psycopg.connect(POSTGRESQL, autocommit=True) as admin:
+            with psycopg.connect(SHARED_POSTGRESQL, autocommit=True) as admin:
                 admin.execute(f'CREATE DATABASE "{name}"')
 
     with caplog.at_level(logging.INFO, logger="jobadapter"):
@@ -322,7 +320,7 @@ def test_a_jobadapter_worker_process_journals_what_it_runs(url: str, tmp_path: P
 def test_jobadapter_journal_migrate_creates_the_tables(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with postgresql_database() as name:
+    with scratch_postgresql() as name:
         assert main(["journal", "migrate", "--url", f"postgresql+psycopg://postgres@127.0.0.1/{name}"]) == 0
         with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={name}") as connection:
             tables = {

@@ -10,7 +10,8 @@ A broker outage is made on a broker of the suite's own instead:
   every connection through it and refuses new ones, as a dead broker or a
   broken network would; ``restore()`` accepts again.
 
-`with_address` points an adapter URL at either.
+`with_address` points an adapter URL at either. `scratch_postgresql` is a
+database of its own on the shared PostgreSQL server, dropped at the end.
 """
 
 from __future__ import annotations
@@ -23,8 +24,28 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+SHARED_POSTGRESQL = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+@contextlib.contextmanager
+def scratch_postgresql(admin: str = SHARED_POSTGRESQL) -> Iterator[str]:
+    """The name of a fresh database ``jobadapter_test_<hex>`` on the shared PostgreSQL server,
+    dropped with its connections at the end (the only databases the tests and benchmarks
+    create there). Needs psycopg (the ``journal-postgresql`` extra)."""
+    import psycopg
+
+    name = f"jobadapter_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield name
+        finally:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def free_port() -> int:
