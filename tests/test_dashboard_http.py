@@ -34,6 +34,7 @@ from jobadapter.cli_dashboard import is_loopback, parse_bind
 from jobadapter.dashboard import Credentials, create_app
 from jobadapter.dashboard.security import PASSWORD_VARIABLE, USER_VARIABLE, CsrfTokens, Redactor
 from jobadapter.errors import ConfigurationError
+from jobadapter.faults.brokers import shared_amqp
 from jobadapter.operations import JobNotFound, JobState
 
 PASSWORD = "correct horse"
@@ -449,7 +450,7 @@ def test_without_a_journal_the_pages_say_what_is_missing(adapter: Adapter, clien
 
 def test_a_list_the_backend_cannot_give_says_why_and_what_to_set() -> None:
     journal.close()
-    adapter = config.build_adapter("dramatiq+amqp://guest:guest@127.0.0.1:5672")  # lists only from a journal
+    adapter = config.build_adapter(shared_amqp("dramatiq"))  # lists only from a journal
     try:
         client = TestClient(create_app(adapter, credentials=Credentials("admin", PASSWORD)), headers=basic())
         page = client.get("/jobs?state=pending")

@@ -42,15 +42,15 @@ from jobadapter.conformance.jobs import RecordJob
 from jobadapter.conformance.probe import Probe
 from jobadapter.console import Progress
 from jobadapter.envelope import Envelope
-from jobadapter.faults.brokers import PrivateRedis
+from jobadapter.faults.brokers import PrivateRedis, shared_amqp
 from jobadapter.migrate import Plan, move_name, survey
 from jobadapter.migrate.ledger_sql import SqlLedger
 from jobadapter.migrate.proof import SEEDED_ERROR, forget_dead_letters, prove
 from jobadapter.operations import JobFilter, JobState
 
 AMQP = {
-    "celery+amqp": "celery+amqp://guest:guest@127.0.0.1:5672//",
-    "dramatiq+amqp": "dramatiq+amqp://guest:guest@127.0.0.1:5672",
+    "celery+amqp": shared_amqp("celery"),
+    "dramatiq+amqp": shared_amqp("dramatiq"),
 }
 PAIRS = [
     ("rq+redis", "celery+amqp"),

@@ -26,12 +26,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from jobadapter import config, otel
 from jobadapter.adapters.base import Adapter
-from jobadapter.faults.brokers import PrivateRedis
+from jobadapter.faults.brokers import PrivateRedis, shared_amqp
 from tests.otel_worker_jobs import Greeting, SlowTwice
 
 ROOT = Path(__file__).parent.parent
-CELERY_AMQP = "celery+amqp://guest:guest@127.0.0.1:5672//"
-DRAMATIQ_AMQP = "dramatiq+amqp://guest:guest@127.0.0.1:5672"
+CELERY_AMQP = shared_amqp("celery")
+DRAMATIQ_AMQP = shared_amqp("dramatiq")
 SPANS_VARIABLE = "JOBADAPTER_TEST_SPANS"
 """Where tests.otel_worker_plugin writes the worker's spans (importing it here would instrument)."""
 

@@ -12,11 +12,19 @@ A broker outage is made on a broker of the suite's own instead:
 
 `with_address` points an adapter URL at either. `scratch_postgresql` is a
 database of its own on the shared PostgreSQL server, dropped at the end.
+
+What the project's tests use on the shared servers is named here, each movable
+with one environment variable (README, *What the tests use on the shared
+servers*): `shared_redis_db` (three Redis databases from
+``JOBADAPTER_TEST_REDIS_DB``, default 6), `shared_amqp` (a RabbitMQ virtual
+host, ``JOBADAPTER_TEST_AMQP_VHOST``, default ``/``) and `SHARED_POSTGRESQL`
+(``JOBADAPTER_TEST_POSTGRESQL``, the server where scratch databases are made).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -27,9 +35,35 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
-SHARED_POSTGRESQL = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+REDIS_DB_VARIABLE = "JOBADAPTER_TEST_REDIS_DB"
+AMQP_VHOST_VARIABLE = "JOBADAPTER_TEST_AMQP_VHOST"
+POSTGRESQL_VARIABLE = "JOBADAPTER_TEST_POSTGRESQL"
+SHARED_POSTGRESQL = os.environ.get(
+    POSTGRESQL_VARIABLE, "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+)
+"""The shared PostgreSQL server's admin connection (libpq key=value or URL)."""
+
+
+def shared_redis_db(index: int) -> str:
+    """``redis://127.0.0.1:6379/<N>``: the ``index``-th (0, 1 or 2) of the three databases the
+    tests may use on the shared Redis, from ``JOBADAPTER_TEST_REDIS_DB`` (default 6: 6, 7, 8)."""
+    if index not in (0, 1, 2):
+        raise ValueError(f"the tests claim three shared Redis databases, not database #{index}")
+    return f"redis://127.0.0.1:6379/{int(os.environ.get(REDIS_DB_VARIABLE, '6')) + index}"
+
+
+def shared_amqp(scheme: str | None = None) -> str:
+    """The shared RabbitMQ as ``<scheme>+amqp://…`` (or plain ``amqp://…``), in the virtual host
+    ``JOBADAPTER_TEST_AMQP_VHOST`` (default ``/``, written as each library's URLs write it)."""
+    vhost = os.environ.get(AMQP_VHOST_VARIABLE, "/")
+    base = "amqp://guest:guest@127.0.0.1:5672"
+    if vhost == "/" and scheme is not None:  # as each adapter's documented URLs write it
+        url = base if scheme == "dramatiq" else f"{base}//"
+    else:  # a plain AMQP URL, read by kombu and pika alike
+        url = f"{base}/{quote(vhost, safe='')}"
+    return f"{scheme}+{url}" if scheme else url
 
 
 @contextlib.contextmanager

@@ -13,13 +13,14 @@ from celery import Celery, current_task  # type: ignore[import-untyped]
 
 from jobadapter import Job, retry_on
 from jobadapter.conformance.probe import ENVIRONMENT_VARIABLE, record
+from jobadapter.faults.brokers import shared_amqp, shared_redis_db
 
-ATTACH_BROKER = "redis://127.0.0.1:6379/8"
+ATTACH_BROKER = shared_redis_db(2)
 
 native_app = Celery("native", broker=ATTACH_BROKER, backend=ATTACH_BROKER, set_as_current=False)
 native_app.conf.update(task_serializer="json", accept_content=["json"], worker_hijack_root_logger=False)
 
-native_amqp_app = Celery("native-amqp", broker="amqp://guest:guest@127.0.0.1:5672//", set_as_current=False)
+native_amqp_app = Celery("native-amqp", broker=shared_amqp(), set_as_current=False)
 native_amqp_app.conf.update(task_serializer="json", accept_content=["json"], worker_hijack_root_logger=False)
 """An existing Celery app on RabbitMQ that declares its queues without priorities."""
 

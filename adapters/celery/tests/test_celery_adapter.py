@@ -32,9 +32,10 @@ from jobadapter_celery_testjobs import (  # type: ignore[import-not-found]  # co
 from jobadapter import EnqueueError, Job, config
 from jobadapter.adapters.base import Capability
 from jobadapter.conformance.probe import ENVIRONMENT_VARIABLE, Probe
+from jobadapter.faults.brokers import shared_amqp, shared_redis_db
 
-AMQP = "celery+amqp://guest:guest@127.0.0.1:5672//"
-REDIS = "celery+redis://127.0.0.1:6379/6"
+AMQP = shared_amqp("celery")
+REDIS = f"celery+{shared_redis_db(0)}"
 HERE = Path(__file__).parent
 TIMEOUT = 20.0
 
@@ -107,7 +108,7 @@ def worker(
     [
         # visibility_timeout 3 s, swept every second: without hops the waiting message would be
         # restored to the queue and run twice.
-        ("celery+redis://127.0.0.1:6379/7?horizon=1&visibility_timeout=3&results=1", 6.0),
+        (f"celery+{shared_redis_db(1)}?horizon=1&visibility_timeout=3&results=1", 6.0),
         (AMQP + "?horizon=1", 3.0),
     ],
     ids=["redis", "amqp"],
@@ -197,7 +198,7 @@ def test_attached_app_runs_native_tasks_and_jobs_side_by_side(probe: Probe) -> N
 
 
 def test_dead_lettered_jobs_can_be_retried(probe: Probe) -> None:
-    url = f"celery+redis://127.0.0.1:6379/7?results=1&dead_letter_queue={unique('dead')}"
+    url = f"celery+{shared_redis_db(1)}?results=1&dead_letter_queue={unique('dead')}"
     adapter = config.build_adapter(url)
     assert isinstance(adapter, CeleryAdapter)
     queue = unique("dead-letters")
@@ -221,7 +222,7 @@ def test_dead_lettered_jobs_can_be_retried(probe: Probe) -> None:
 
 def test_options_are_checked() -> None:
     with pytest.raises(Exception, match="shorter than visibility_timeout"):
-        config.build_adapter("celery+redis://127.0.0.1:6379/7?horizon=10&visibility_timeout=5")
+        config.build_adapter(f"celery+{shared_redis_db(1)}?horizon=10&visibility_timeout=5")
     with pytest.raises(Exception, match="needs \\?app="):
         config.build_adapter("celery:///")
     with pytest.raises(Exception, match="needs a result_backend"):
@@ -255,9 +256,7 @@ def test_options_are_checked() -> None:
         kept.close()
 
 
-@pytest.mark.parametrize(
-    "url", ["celery+amqp://guest:guest@127.0.0.1:5672//", "celery+redis://127.0.0.1:6379/8"]
-)
+@pytest.mark.parametrize("url", [shared_amqp("celery"), f"celery+{shared_redis_db(2)}"])
 def test_purge_empties_the_named_queues(url: str) -> None:
     from jobadapter import Job, config
 

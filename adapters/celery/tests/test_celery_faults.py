@@ -27,14 +27,14 @@ from kombu import Connection
 
 from jobadapter import EnqueueError, config
 from jobadapter.conformance.probe import ENVIRONMENT_VARIABLE, Probe
-from jobadapter.faults.brokers import PrivateRedis, TcpProxy, with_address
+from jobadapter.faults.brokers import PrivateRedis, TcpProxy, shared_amqp, with_address
 from jobadapter.faults.canary import CANARY_VARIABLE
 from jobadapter.faults.hostile import envelope_kinds
 from jobadapter.faults.jobs import ProbeJob, StormJob
 from jobadapter.faults.processes import kill_tree, wait_gone
 from jobadapter.faults.setup import stage
 
-AMQP = "celery+amqp://guest:guest@127.0.0.1:5672//"
+AMQP = shared_amqp("celery")
 
 
 def unique(name: str) -> str:

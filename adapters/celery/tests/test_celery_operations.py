@@ -22,10 +22,10 @@ from jobadapter import config, journal
 from jobadapter.adapters.base import Capability
 from jobadapter.conformance.probe import ENVIRONMENT_VARIABLE, Probe
 from jobadapter.envelope import Envelope
-from jobadapter.faults.brokers import PrivateRedis
+from jobadapter.faults.brokers import PrivateRedis, shared_amqp
 from jobadapter.operations import JobFilter, JobNotFound, JobState, NotInState, OperationUnsupported
 
-AMQP = "celery+amqp://guest:guest@127.0.0.1:5672//"
+AMQP = shared_amqp("celery")
 TIMEOUT = 20.0
 
 

@@ -23,9 +23,9 @@ from jobadapter.conformance.harness import Backend
 from jobadapter.conformance.jobs import FailingJob, RecordJob
 from jobadapter.conformance.probe import Probe
 from jobadapter.envelope import from_document
-from jobadapter.faults.brokers import PrivateRedis
+from jobadapter.faults.brokers import PrivateRedis, shared_amqp
 
-AMQP = "dramatiq+amqp://guest:guest@127.0.0.1:5672"
+AMQP = shared_amqp("dramatiq")
 
 
 class Greet(Job):

@@ -23,11 +23,11 @@ from jobadapter import EnqueueError, config, perform_all_later
 from jobadapter.conformance.harness import Backend, WorkerProcess
 from jobadapter.conformance.jobs import RecordJob
 from jobadapter.conformance.probe import Probe
-from jobadapter.faults.brokers import PrivateRedis, TcpProxy, with_address
+from jobadapter.faults.brokers import PrivateRedis, TcpProxy, shared_amqp, with_address
 from jobadapter.faults.hostile import envelope_kinds
 from jobadapter.faults.jobs import ProbeJob, StormJob
 
-AMQP = "dramatiq+amqp://guest:guest@127.0.0.1:5672"
+AMQP = shared_amqp("dramatiq")
 CANARY_VARIABLE = "JOBADAPTER_FAULT_CANARY"
 """Where `jobadapter.faults.canary` records its import (named here, so this process never imports it)."""
 APPS = ("jobadapter.conformance.jobs", "jobadapter.faults.jobs")

@@ -19,7 +19,7 @@ from jobadapter.conformance.harness import Backend
 from jobadapter.conformance.jobs import FailingJob, RecordJob, SlowJob
 from jobadapter.conformance.probe import Probe
 from jobadapter.envelope import Envelope
-from jobadapter.faults.brokers import PrivateRedis
+from jobadapter.faults.brokers import PrivateRedis, shared_amqp
 from jobadapter.operations import JobError, JobFilter, JobNotFound, JobState, NotInState, OperationUnsupported
 
 
@@ -199,7 +199,7 @@ def test_redis_pause_and_resume_across_workers(redis_backend: Backend) -> None:
             late.terminate()
 
 
-AMQP = "dramatiq+amqp://guest:guest@127.0.0.1:5672"
+AMQP = shared_amqp("dramatiq")
 
 
 @pytest.fixture
@@ -372,7 +372,7 @@ def test_rabbitmq_reads_never_declare_a_queue(journal_url: str, amqp_queues: Cal
         assert adapter.find(job_id).state is JobState.FAILED  # the journal's row
     finally:
         adapter.close()
-    connection = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2F"))
+    connection = pika.BlockingConnection(pika.URLParameters(shared_amqp()))
     try:
         for name in (ghost, f"{ghost}.DQ", f"{ghost}.XQ"):
             channel = connection.channel()
