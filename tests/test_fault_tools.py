@@ -95,3 +95,22 @@ def test_a_worker_stops_when_the_suite_that_started_it_dies(tmp_path: Path) -> N
         suite.kill()
         suite.wait()
         assert wait_gone({worker}, timeout=20) == set()
+
+
+def test_what_the_tests_use_on_the_shared_servers_moves_with_one_variable_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from jobadapter.faults import brokers
+
+    assert brokers.shared_redis_db(0) == "redis://127.0.0.1:6379/6"
+    assert brokers.shared_amqp("celery") == "celery+amqp://guest:guest@127.0.0.1:5672//"
+    assert brokers.shared_amqp("dramatiq") == "dramatiq+amqp://guest:guest@127.0.0.1:5672"
+    monkeypatch.setenv(brokers.REDIS_DB_VARIABLE, "11")
+    monkeypatch.setenv(brokers.AMQP_VHOST_VARIABLE, "ci/2")
+    assert [brokers.shared_redis_db(n) for n in (0, 1, 2)] == [
+        f"redis://127.0.0.1:6379/{n}" for n in (11, 12, 13)
+    ]
+    assert brokers.shared_amqp("dramatiq") == "dramatiq+amqp://guest:guest@127.0.0.1:5672/ci%2F2"
+    assert brokers.shared_amqp() == "amqp://guest:guest@127.0.0.1:5672/ci%2F2"
+    with pytest.raises(ValueError, match="three shared Redis databases"):
+        brokers.shared_redis_db(3)
