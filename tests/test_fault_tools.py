@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from redis import Redis
 
 from jobadapter.faults.brokers import PrivateRedis, TcpProxy, with_address
