@@ -146,11 +146,15 @@ def job_class_for(
     log_arguments: bool = True,
     queue_adapter: str | None = None,
     store_result: bool = False,
+    base: type[FunctionJob] | None = None,
+    attributes: dict[str, Any] | None = None,
 ) -> type[FunctionJob]:
     """The job class for ``function``, made and registered on first use, the same one after.
 
     Integrations that wrap functions their own way (a django.tasks ``@task``) call it
-    too, so ``@retry_on`` on their wrapper and the enqueue through them meet on one class.
+    too, with a ``base`` whose ``perform`` calls the function their way and class
+    ``attributes`` of their own, so ``@retry_on`` on their wrapper and the enqueue
+    through them meet on one class.
     """
     if isinstance(function, JobFunction):
         raise ConfigurationError(f"{function!r} is already a job function: apply @job once")
@@ -158,8 +162,10 @@ def job_class_for(
     if isinstance(existing, type) and issubclass(existing, FunctionJob):
         return existing
     _check_function(function)
-    base = AsyncFunctionJob if inspect.iscoroutinefunction(function) else FunctionJob
+    if base is None:
+        base = AsyncFunctionJob if inspect.iscoroutinefunction(function) else FunctionJob
     namespace: dict[str, Any] = {
+        **(attributes or {}),
         "__module__": function.__module__,
         "__qualname__": function.__qualname__,
         "__doc__": function.__doc__,
