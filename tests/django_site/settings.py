@@ -19,21 +19,20 @@ if importlib.util.find_spec("django.tasks") is None:  # Django 5.2 LTS: the back
     INSTALLED_APPS.insert(0, "django_tasks")
 
 DATABASE_NAME = os.environ.get("DJANGO_SITE_DATABASE")
-"""A PostgreSQL database the test created (README: what the tests use on the shared servers)."""
+"""The PostgreSQL database the tests created, with ``<name>_other`` beside it
+(tests/django_support.py; README: what the tests use on the shared servers)."""
+
+
+def _postgresql(name: str) -> dict[str, object]:
+    return {"ENGINE": "django.db.backends.postgresql", "NAME": name, "USER": "postgres", "HOST": "127.0.0.1"}
+
+
 DATABASES = (
-    {
-        "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": DATABASE_NAME,
-            "USER": "postgres",
-            "HOST": "127.0.0.1",
-            "PORT": "5432",
-            "CONN_HEALTH_CHECKS": True,
-        }
-    }
+    {"default": _postgresql(DATABASE_NAME), "other": _postgresql(f"{DATABASE_NAME}_other")}
     if DATABASE_NAME
     else {}
 )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 TASKS = {
     "default": {
