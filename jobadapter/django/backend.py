@@ -33,7 +33,6 @@ from jobadapter.django.compat import (
     TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
-    task_enqueued,
 )
 from jobadapter.django.tasks import job_priority, result_from_record, task_job_class
 from jobadapter.errors import ConfigurationError
@@ -112,9 +111,7 @@ class TaskBackend(BaseTaskBackend):
         job = job_class.set(
             queue=task.queue_name, priority=job_priority(task.priority), wait_until=run_after
         ).perform_later(*args, **kwargs)
-        result = job.task_result(TaskResultStatus.READY, args, kwargs, worker_ids=[])
-        task_enqueued.send(type(self), task_result=result)
-        return result
+        return job.task_result(TaskResultStatus.READY, args, kwargs, worker_ids=[])
 
     def get_result(self, result_id: str) -> TaskResult[Any]:
         try:

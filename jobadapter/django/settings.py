@@ -7,6 +7,7 @@
         "JOURNAL": "postgresql+psycopg://…/jobs",    # optional: the job journal
         "APP": "shop",                               # the APP of model global ids (gid://shop/…)
         "AUTODISCOVER": ["jobs"],                    # modules imported from every installed app
+        "ENQUEUE_AFTER_COMMIT": True,                # the default for job classes that do not say
     }
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-KEYS = frozenset({"URL", "JOURNAL", "APP", "AUTODISCOVER"})
+KEYS = frozenset({"URL", "JOURNAL", "APP", "AUTODISCOVER", "ENQUEUE_AFTER_COMMIT"})
 DEFAULT_AUTODISCOVER = ("jobs",)
 
 
@@ -30,6 +31,7 @@ class JobAdapterSettings:
     journal: str | None = None
     app: str | None = None
     autodiscover: tuple[str, ...] = DEFAULT_AUTODISCOVER
+    enqueue_after_commit: bool | None = None
 
 
 def read() -> JobAdapterSettings:
@@ -52,4 +54,11 @@ def read() -> JobAdapterSettings:
         raise ImproperlyConfigured(
             f"settings.JOBADAPTER['AUTODISCOVER'] must be a list of module names, not {modules!r}"
         )
-    return JobAdapterSettings(given.get("URL"), given.get("JOURNAL"), given.get("APP"), tuple(modules))
+    after_commit = given.get("ENQUEUE_AFTER_COMMIT")
+    if after_commit is not None and not isinstance(after_commit, bool):
+        raise ImproperlyConfigured(
+            f"settings.JOBADAPTER['ENQUEUE_AFTER_COMMIT'] must be True or False, not {after_commit!r}"
+        )
+    return JobAdapterSettings(
+        given.get("URL"), given.get("JOURNAL"), given.get("APP"), tuple(modules), after_commit
+    )

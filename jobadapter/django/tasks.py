@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from django.utils import timezone
 
-from jobadapter import journal, registry
+from jobadapter import after_enqueue, journal, registry
 from jobadapter.arguments import deserialize_arguments
 from jobadapter.django.compat import (
     TASK_MAX_PRIORITY,
@@ -32,6 +32,7 @@ from jobadapter.django.compat import (
     TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
+    task_enqueued,
     task_finished,
     task_started,
 )
@@ -87,6 +88,13 @@ class TaskJob(FunctionJob):
         object.__setattr__(result, "_return_value", value)
         task_finished.send(sender=sender, task_result=result)
         return value
+
+    @after_enqueue
+    def announce(self) -> None:
+        """``task_enqueued``, once the job is on its queue: at once, or when the transaction it
+        waited for committed (`jobadapter.transactions`)."""
+        result = self.task_result(TaskResultStatus.READY, self.arguments, self.keyword_arguments, [])
+        task_enqueued.send(type(type(self).task.get_backend()), task_result=result)
 
     def task_result(
         self,
