@@ -8,6 +8,7 @@ request does, so a worker that runs for days drops connections the database clos
 
 from __future__ import annotations
 
+import importlib
 from argparse import ArgumentParser
 from typing import Any
 
@@ -37,6 +38,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         autodiscover_modules(*WORKER_MODULES)
+        importlib.import_module("jobadapter.mail")  # DeliverMailJob: deliver_later and QueuedEmailBackend
         arguments = ["worker", "--app", ",".join(_job_modules() + list(options["app"]))]
         url = options["url"] or settings.read().url
         if url:
