@@ -119,7 +119,7 @@ def test_a_django_message_with_an_alternative_and_an_attachment(jobs: JobRecorde
     assert received["Subject"] == "Bestätigung ✓" and "Bcc" not in received
     parts = {part.get_content_type(): part for part in received.walk()}
     assert parts["application/octet-stream"].get_payload(decode=True) == BLOB
-    assert parts["text/html"].get_content() == "<b>html ü</b>"
+    assert parts["text/html"].get_content().strip() == "<b>html ü</b>"
 
 
 def test_a_temporary_refusal_is_retried_until_it_goes_through(jobs: JobRecorder, inbox: Inbox) -> None:

@@ -67,8 +67,8 @@ class StoredEmailMessage(EmailMessage):
 
 
 class FrozenMessage(Message):
-    """A parsed message whose ``as_bytes`` gives back the bytes it was parsed from (in the line
-    ending the caller asks for: Django 5.2 passes ``linesep``, Django 6 an SMTP ``policy``)."""
+    """A parsed message whose ``as_bytes`` gives back the bytes it was parsed from: in SMTP's
+    form (CRLF), or in the line ending a caller asks for (``linesep``, or a ``policy``'s)."""
 
     raw: bytes = b""
 
@@ -80,9 +80,10 @@ class FrozenMessage(Message):
         return parsed
 
     def as_bytes(self, unixfrom: bool = False, policy: Any = None, linesep: str | None = None) -> bytes:
-        wanted = linesep or (policy.linesep if policy is not None else "\n")
-        lines = self.raw.replace(b"\r\n", b"\n")
-        return lines.replace(b"\n", wanted.encode()) if wanted != "\n" else lines
+        wanted = linesep or (policy.linesep if policy is not None else "\r\n")
+        if wanted == "\r\n":
+            return self.raw
+        return self.raw.replace(b"\r\n", b"\n").replace(b"\n", wanted.encode())
 
     def as_string(self, unixfrom: bool = False, maxheaderlen: int = 0, policy: Any = None) -> str:
         return self.as_bytes(policy=policy).decode("utf-8", errors="replace")
