@@ -56,8 +56,9 @@ DJANGO_TESTS = [
     "tests/test_django_workers.py",
     "tests/test_after_commit.py",
     "tests/test_mail.py",
+    "tests/test_django_example.py",
 ]
-"""The tests of jobadapter.django, jobadapter.sqlalchemy and jobadapter.mail."""
+"""The tests of jobadapter.django, jobadapter.sqlalchemy and jobadapter.mail, and the example."""
 DJANGO_6_PYTHONS = ("3.13", "3.12")
 
 
