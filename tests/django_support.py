@@ -1,9 +1,11 @@
 """Django set up for the tests of ``jobadapter.django`` (the project in ``tests/django_site``).
 
 Importing this module, once per test process, creates the PostgreSQL databases
-``jobadapter_django_<random hex>`` and ``…_other`` (dropped when the process exits), creates
-the test models' tables, and sets ``DJANGO_SITE_DATABASE`` so the workers a test starts use
-the same databases.
+``jobadapter_django_<random hex>`` and ``…_other`` (dropped when the process exits), sets
+Django up on them and creates the test models' tables. `ENVIRONMENT` is what a Django process
+a test starts (a worker, a shell) needs to use the same project and databases: it is not left
+in this process's environment, where Celery would see ``DJANGO_SETTINGS_MODULE`` and set
+Django up in the workers of every other test this process runs.
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ def _drop(names: list[str]) -> None:
             server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-if "DJANGO_SITE_DATABASE" not in os.environ:
-    DATABASE = f"jobadapter_django_{uuid.uuid4().hex[:12]}"
-    NAMES = [DATABASE, f"{DATABASE}_other"]
-    _create(NAMES)
-    atexit.register(_drop, NAMES)
-    os.environ["DJANGO_SITE_DATABASE"] = DATABASE
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django_site.settings")
-django.setup()
+DATABASE = f"jobadapter_django_{uuid.uuid4().hex[:12]}"
+NAMES = [DATABASE, f"{DATABASE}_other"]
+ENVIRONMENT = {"DJANGO_SETTINGS_MODULE": "tests.django_site.settings", "DJANGO_SITE_DATABASE": DATABASE}
+_create(NAMES)
+atexit.register(_drop, NAMES)
+os.environ.update(ENVIRONMENT)
+try:
+    django.setup()
+finally:
+    for name in ENVIRONMENT:
+        del os.environ[name]
 for alias in ("default", "other"):
     call_command("migrate", run_syncdb=True, database=alias, verbosity=0)

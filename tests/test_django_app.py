@@ -16,7 +16,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from jobadapter import RecordNotFound, config, locators
+from jobadapter import RecordNotFound, config
 from jobadapter.arguments import deserialize_arguments, serialize_arguments
 from jobadapter.django import settings as jobadapter_settings
 from jobadapter.faults.brokers import PrivateRedis
@@ -42,7 +42,7 @@ def _gid(value: object) -> str:
 
 def test_a_model_travels_by_its_label_and_key_and_loads_fresh() -> None:
     order = Order.objects.create(reference="first")
-    assert _gid(order) == f"gid://site/django_site.Order/{order.pk}"
+    assert _gid(order) == f"gid://jobadapter/django_site.Order/{order.pk}"
     Order.objects.filter(pk=order.pk).update(reference="changed meanwhile")
     loaded = _round_trip(order)
     assert isinstance(loaded, Order) and loaded.reference == "changed meanwhile"
@@ -51,7 +51,7 @@ def test_a_model_travels_by_its_label_and_key_and_loads_fresh() -> None:
 def test_uuid_and_string_keys_with_separators_work() -> None:
     ticket = Ticket.objects.create(title="t")
     tag = Tag.objects.create(name="a@b/c%d")
-    assert _gid(ticket) == f"gid://site/django_site.Ticket/{ticket.pk}"
+    assert _gid(ticket) == f"gid://jobadapter/django_site.Ticket/{ticket.pk}"
     assert _round_trip(ticket) == ticket
     loaded = _round_trip(tag)
     assert isinstance(loaded, Tag) and loaded.name == "a@b/c%d"
@@ -83,10 +83,6 @@ def test_a_deleted_row_is_record_not_found_and_discard_on_drops_the_job(
     assert performed.outcome == "discarded" and not (tmp_path / "shipped").exists()
 
 
-def test_the_app_configured_the_global_id_app_name() -> None:
-    assert locators.app_name() == "site"
-
-
 def test_settings_are_checked_by_key() -> None:
     refused = [
         ({"URL": "rq+redis://", "QUEUE": "x"}, r"unknown key\(s\) QUEUE"),
@@ -101,7 +97,7 @@ def test_settings_are_checked_by_key() -> None:
     assert (chosen.url, chosen.autodiscover, chosen.journal) == ("inline://", ("jobs", "tasks"), None)
 
 
-def test_jobs_modules_of_installed_apps_are_autodiscovered() -> None:
+def test_the_app_configures_jobadapter_and_autodiscovers_jobs_modules() -> None:
     listed = subprocess.run(
         [
             sys.executable,
@@ -109,15 +105,17 @@ def test_jobs_modules_of_installed_apps_are_autodiscovered() -> None:
             "django",
             "shell",
             "-c",
-            "from jobadapter import registry; print(sorted(registry.registered()))",
+            "from jobadapter import locators, registry; "
+            "print(locators.app_name(), sorted(registry.registered()))",
         ],
         cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.django_site.settings"},
+        env={**os.environ, **django_support.ENVIRONMENT, "DJANGO_SITE_APP": "site"},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "\nsite [" in listed.stdout  # JOBADAPTER["APP"]
     assert "tests.django_site.jobs.ShipOrder" in listed.stdout
     assert "tests.django_site.tasks.add" not in listed.stdout  # tasks modules: the worker's only
 
@@ -129,7 +127,7 @@ def test_the_worker_command_survives_a_database_connection_closed_between_jobs(t
     with PrivateRedis(persistent=False) as redis:
         url = f"dramatiq+{redis.url}"  # Celery closes connections itself (its Django fixup)
         config.configure(url=url)
-        environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.django_site.settings"}
+        environment = {**os.environ, **django_support.ENVIRONMENT}
         command = [sys.executable, "-m", "django", "jobadapter_worker", "--url", url, "--queues", "default"]
         with log.open("wb") as output:
             worker = subprocess.Popen(

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-import tests.django_support  # noqa: F401
 from jobadapter import config, journal
 from jobadapter.django.compat import Task, TaskResult, TaskResultStatus
 from jobadapter.faults.brokers import PrivateRedis
+from tests import django_support
 from tests.django_site.tasks import SIGNAL_LOG, add, broken, flaky, gated
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ class Site:
             "JOBADAPTER_URL": self.url,
             "JOBADAPTER_JOURNAL": self.journal,
             SIGNAL_LOG: str(self.signals),
-            "DJANGO_SETTINGS_MODULE": "tests.django_site.settings",
+            **django_support.ENVIRONMENT,
         }
         with self.log.open("wb") as log:
             self.worker = subprocess.Popen(

@@ -94,7 +94,7 @@ class TaskBackend(BaseTaskBackend):
         super().validate_task(task)
         try:
             task_job_class(task, self.url)
-        except (ConfigurationError, TaskResultDoesNotExist) as error:
+        except ConfigurationError as error:
             raise InvalidTask(str(error)) from error
 
     def enqueue(

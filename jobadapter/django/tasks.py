@@ -26,6 +26,7 @@ from jobadapter.django.compat import (
     TASK_MAX_PRIORITY,
     TASK_MIN_PRIORITY,
     BaseTaskBackend,
+    InvalidTask,
     Task,
     TaskContext,
     TaskError,
@@ -132,7 +133,7 @@ def task_job_class(task: Task[Any, Any], queue_adapter: str | None) -> type[Task
         attributes={"task": task},
     )
     if not issubclass(made, TaskJob):
-        raise TaskResultDoesNotExist(f"{task.func.__qualname__} is already a @job function, not a task")
+        raise InvalidTask(f"{task.func.__qualname__} is already a @job function: it cannot be a task too")
     return made
 
 

@@ -41,4 +41,4 @@ TASKS = {
     }
 }
 
-JOBADAPTER = {"APP": "site"}
+JOBADAPTER = {"APP": os.environ.get("DJANGO_SITE_APP", "jobadapter")}
