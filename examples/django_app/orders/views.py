@@ -22,7 +22,7 @@ def place_order(request: HttpRequest) -> JsonResponse:
         receipt = write_receipt.enqueue(order.pk)  # a django.tasks task, waiting for the commit too
         welcome = EmailMultiAlternatives("Welcome to the shop ✓", "Thanks for your order.", to=[order.email])
         welcome.attach_alternative("<p>Thanks for your <b>order</b>.</p>", "text/html")
-        deliver_later(welcome, wait=1)
+        deliver_later(welcome)
     return JsonResponse({"order": order.pk, "receipt_task": receipt.id}, status=201)
 
 
