@@ -32,6 +32,7 @@ _FUNCTION_JOB = "__jobadapter_job__"
 class FunctionJob(Job):
     """The base of every class ``@job`` makes: ``perform`` calls the function."""
 
+    abstract = True
     function: ClassVar[Callable[..., Any]]
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
@@ -40,6 +41,8 @@ class FunctionJob(Job):
 
 class AsyncFunctionJob(FunctionJob):
     """The base for an ``async def`` function: ``perform`` awaits it."""
+
+    abstract = True
 
     async def perform(self, *args: Any, **kwargs: Any) -> Any:
         return await type(self).function(*args, **kwargs)

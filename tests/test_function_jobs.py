@@ -43,6 +43,13 @@ def test_the_job_class_is_named_and_registered_after_the_function() -> None:
     assert (job_class.queue_as, job_class.priority) == ("mail", 5)
 
 
+def test_the_bases_of_function_jobs_are_not_jobs_a_payload_may_name() -> None:
+    names = registry.registered()
+    assert "jobadapter.functions.FunctionJob" not in names
+    assert "jobadapter.functions.AsyncFunctionJob" not in names
+    assert names["tests.function_jobs_for_tests.double_later"] is double_later.job_class
+
+
 def test_perform_later_enqueues_an_envelope_that_runs_the_function(jobs: JobRecorder) -> None:
     enqueued = send_welcome.perform_later(7, lang="fr")
     assert enqueued.successfully_enqueued and CALLS == []

@@ -60,6 +60,8 @@ def job_priority(task_priority: int) -> int:
 class TaskJob(FunctionJob):
     """The base of the class a django.tasks task runs as; ``task`` is the `Task` it was made for."""
 
+    abstract = True
+
     task: ClassVar[Task[Any, Any]]
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
