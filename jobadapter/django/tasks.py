@@ -42,7 +42,7 @@ from jobadapter.operations import JobError, JobRecord, JobState
 
 WORST_PRIORITY = 9
 """The least urgent jobadapter priority every adapter serves as its own (0 is the most urgent)."""
-_WORKER = f"{socket.gethostname()}:"
+_HOST = socket.gethostname()
 
 
 def job_priority(task_priority: int) -> int:
@@ -67,7 +67,7 @@ class TaskJob(FunctionJob):
     def perform(self, *args: Any, **kwargs: Any) -> Any:
         task = type(self).task
         sender = type(task.get_backend())
-        worker = f"{_WORKER}{os.getpid()}"
+        worker = f"{_HOST}:{os.getpid()}"  # as the journal names workers
         result = self.task_result(TaskResultStatus.RUNNING, args, kwargs, [worker] * self.executions)
         now = timezone.now()
         object.__setattr__(result, "started_at", now)
