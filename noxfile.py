@@ -50,6 +50,51 @@ def benchmarks(session: nox.Session) -> None:
         session.run("python", str(script), *session.posargs)
 
 
+DJANGO_TESTS = [
+    "tests/test_django_tasks.py",
+    "tests/test_django_app.py",
+    "tests/test_django_workers.py",
+    "tests/test_after_commit.py",
+    "tests/test_mail.py",
+    "tests/test_django_example.py",
+]
+"""The tests of jobadapter.django, jobadapter.sqlalchemy and jobadapter.mail, and the example."""
+DJANGO_6_PYTHONS = ("3.13", "3.12")
+
+
+@nox.session
+def django6(session: nox.Session) -> None:
+    """The Django tests on Django 6 (its own django.tasks, no backport), on Python 3.12 or later:
+    a virtualenv of its own in .nox/django6, from the first such interpreter found."""
+    python = _python_at_least_312()
+    if python is None:
+        session.error(f"no Python {' or '.join(DJANGO_6_PYTHONS)} found (PATH, pyenv): Django 6 needs one")
+    folder = Path(".nox/django6")
+    interpreter = folder / "bin" / "python"
+    if not interpreter.exists():
+        session.run("uv", "venv", "--quiet", "--python", python, str(folder))
+    requirements = ["django>=6.1,<6.2", "pytest>=8", "pytest-xdist>=3.6", "pytest-timeout>=2.3"]
+    requirements += ["psycopg[binary]>=3.1", "sqlalchemy>=2.0", "aiosmtpd>=1.4"]
+    workspace = ["-e", ".", "-e", "adapters/rq", "-e", "adapters/celery", "-e", "adapters/dramatiq"]
+    session.run("uv", "pip", "install", "--quiet", "--python", str(interpreter), *requirements, *workspace)
+    session.run(str(interpreter), "-m", "pytest", "-n", "2", *DJANGO_TESTS, *session.posargs)
+
+
+def _python_at_least_312() -> str | None:
+    """A Python 3.12+ interpreter: one pyenv installed, or one on PATH (not a pyenv shim, which
+    answers only for the versions pyenv has activated)."""
+    import shutil
+
+    for version in DJANGO_6_PYTHONS:
+        installed = sorted(Path.home().glob(f".pyenv/versions/{version}*/bin/python{version}"))
+        if installed:
+            return str(installed[-1])
+        found = shutil.which(f"python{version}")
+        if found and "/shims/" not in found:
+            return found
+    return None
+
+
 CONFORMANCE_URLS = [
     "inline://",
     "async://?workers=4",

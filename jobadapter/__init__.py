@@ -20,6 +20,7 @@ from jobadapter.errors import (
     SerializationError,
     UnknownJobError,
 )
+from jobadapter.functions import JobFunction, job
 from jobadapter.hooks import (
     after_discard,
     after_enqueue,
@@ -44,6 +45,7 @@ __all__ = [
     "Job",
     "JobAdapterError",
     "JobFailedError",
+    "JobFunction",
     "JobNotFound",
     "RecordNotFound",
     "SerializationError",
@@ -58,6 +60,7 @@ __all__ = [
     "configure",
     "discard_on",
     "exponentially_longer",
+    "job",
     "perform_all_later",
     "rescue_from",
     "retry_on",

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self
 
-from jobadapter import config, defaults, events, execution, hooks, registry
+from jobadapter import config, defaults, events, execution, hooks, registry, transactions
 from jobadapter.adapters.base import Adapter, Capability, EnqueueRequest
 from jobadapter.arguments import deserialize_arguments, serialize_arguments
 from jobadapter.envelope import NO_EXTRAS, Envelope
@@ -206,6 +206,9 @@ class Job:
     job_name: ClassVar[str] = "jobadapter.job.Job"
     store_result: ClassVar[bool] = False
     """Keep what ``perform`` returns in the journal, for ``job.result()`` and ``lookup``."""
+    enqueue_after_transaction_commit: ClassVar[bool | None] = None
+    """Enqueue inside a transaction only when it commits (`jobadapter.transactions`); None: the
+    default set by ``transactions.set_default`` (False unless set)."""
 
     _own_rules: ClassVar[tuple[Rule, ...]] = ()
     _hook_names: ClassVar[dict[str, tuple[str, ...]]] = {kind: () for kind in hooks.KINDS}
@@ -491,9 +494,13 @@ class Job:
             self._adapter_options = options.adapter_options
 
     def _enqueue(self, adapter: Adapter, *, retrying: bool = False) -> None:
-        """Run the enqueue hooks around handing the envelope to ``adapter``."""
+        """Run the enqueue hooks around handing the envelope to ``adapter`` (when the open
+        transaction commits, for a class that waits for it)."""
         self.successfully_enqueued = False
         self.enqueue_error = None
+        waits = not retrying and transactions.wanted(type(self))
+        if waits and transactions.defer([self], partial(self._enqueue, adapter)):
+            return
         if events.listening("enqueue_start"):
             events.publish(events.Event("enqueue_start", self, adapter))
         try:
@@ -559,6 +566,10 @@ def perform_all_later(jobs: Iterable[Job]) -> int:
     batch took before its failure too, where the backend can tell:
     `EnqueueError.taken`), ``enqueue_error`` for the others.
     """
+    jobs = list(jobs)
+    waiting = [job for job in jobs if isinstance(job, Job) and transactions.wanted(type(job))]
+    if waiting and transactions.defer(waiting, partial(perform_all_later, waiting)):
+        jobs = [job for job in jobs if not any(job is each for each in waiting)]
     batches: dict[int, tuple[Adapter, list[Job], list[EnqueueRequest]]] = {}
     failure: EnqueueError | None = None
     for job in jobs:

@@ -23,8 +23,12 @@ def register(job_class: type[Job]) -> None:
     """Make ``job_class`` runnable under its ``job_name``.
 
     A later class with the same name replaces the earlier one: that is what a
-    module reload or a test that defines its job inside a function does.
+    module reload or a test that defines its job inside a function does. A class
+    whose own body sets ``abstract = True`` is a base for job classes (an
+    ``ApplicationJob``), not a job a payload may name: it is not registered.
     """
+    if vars(job_class).get("abstract") is True:
+        return
     name = job_class.job_name
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"{job_class.__qualname__}.job_name must be a non-empty string")

@@ -38,7 +38,8 @@ WaitStrategy = (
 Attempts = int | Literal["unlimited"]
 ErrorCallback = Callable[[Any, BaseException], object]
 RESCUE_ATTRIBUTE = "__jobadapter_rescue__"
-JobClass = TypeVar("JobClass", bound=type)
+Decorated = TypeVar("Decorated")
+"""A `Job` subclass, a ``@job`` function, or a wrapper of one (see `functions.job_class_of`)."""
 
 
 Jitter = Literal["full", "half", "double"] | None
@@ -188,7 +189,7 @@ def retry_on(
     priority: int | None = None,
     jitter: float | None = None,
     on_exhausted: ErrorCallback | None = None,
-) -> Callable[[JobClass], JobClass]:
+) -> Callable[[Decorated], Decorated]:
     """Retry the job when it raises one of ``exceptions``.
 
     ``wait`` is seconds, a timedelta, a callable ``(executions) -> seconds``,
@@ -225,7 +226,7 @@ def retry_on(
 
 def discard_on(
     *exceptions: type[BaseException], on_discard: ErrorCallback | None = None
-) -> Callable[[JobClass], JobClass]:
+) -> Callable[[Decorated], Decorated]:
     """Drop the job when it raises one of ``exceptions``; ``on_discard(job, error)`` runs first."""
     return _declare(DiscardRule(_exception_types(exceptions), on_discard))
 
@@ -264,14 +265,18 @@ def find_rule(job_class: type, error: BaseException) -> tuple[Rule, BaseExceptio
     return None
 
 
-def _declare(rule: Rule) -> Callable[[JobClass], JobClass]:
-    def decorate(job_class: JobClass) -> JobClass:
-        from jobadapter.job import Job
+def _declare(rule: Rule) -> Callable[[Decorated], Decorated]:
+    def decorate(target: Decorated) -> Decorated:
+        from jobadapter.functions import job_class_of
 
-        if not (isinstance(job_class, type) and issubclass(job_class, Job)):
-            raise ConfigurationError(f"{type(rule).__name__} decorates Job subclasses, not {job_class!r}")
+        job_class = job_class_of(target)
+        if job_class is None:
+            raise ConfigurationError(
+                f"{type(rule).__name__} decorates Job subclasses and @job functions (written above "
+                f"@job), not {target!r}"
+            )
         job_class._own_rules = (rule, *vars(job_class).get("_own_rules", ()))
-        return job_class
+        return target
 
     return decorate
 

@@ -270,3 +270,16 @@ def test_perform_all_later_leaves_out_a_job_whose_around_hook_does_not_proceed(j
     assert perform_all_later(batch) == 2
     assert [j.successfully_enqueued for j in batch] == [True, False, True]
     assert [j.arguments for j in jobs.enqueued] == [["a"], ["b"]]
+
+
+def test_an_abstract_base_is_not_registered_and_its_subclasses_are() -> None:
+    from jobadapter import registry
+
+    class ApplicationJob(Job):
+        abstract = True
+
+    class Charge(ApplicationJob):
+        def perform(self) -> None: ...
+
+    names = registry.registered()
+    assert ApplicationJob.job_name not in names and names[Charge.job_name] is Charge

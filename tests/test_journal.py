@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from jobadapter import config, journal, perform_all_later
+from jobadapter import Job, config, journal, perform_all_later
 from jobadapter.cli import main
 from jobadapter.errors import ConfigurationError
 from jobadapter.faults.brokers import SHARED_POSTGRESQL, PrivateRedis, scratch_postgresql
@@ -359,3 +359,26 @@ def test_a_journal_made_by_an_earlier_version_gets_the_missing_indexes(tmp_path:
         assert "USING COVERING INDEX jobadapter_jobs_listing" in str(plan)
     finally:
         again.close()
+
+
+class FlushesWhileRunning(Job):
+    """Its "started" row is written while it runs, so its "finished" row opens the next batch."""
+
+    def perform(self) -> None:
+        active = journal.active()
+        assert active is not None
+        active.flush()
+
+
+def test_a_batch_that_opens_with_a_finish_keeps_the_start_of_the_jobs_after_it(
+    store: Journal, jobs: JobRecorder
+) -> None:
+    """The writer groups a batch by kind of write: the finish of a job that started in the batch
+    before must not be applied ahead of the next job's start, which it would make look older."""
+    long_running, short = FlushesWhileRunning.perform_later(), Add.perform_later(1, 2)
+    jobs.perform_enqueued()
+    store.flush()
+    for job in (long_running, short):
+        row = store.find(job.job_id)
+        assert row is not None and row.state is JobState.FINISHED
+        assert row.started_at is not None and row.finished_at is not None, job

@@ -40,9 +40,55 @@ SNIPPET = textwrap.dedent(
 )
 
 
+FUNCTION_SNIPPET = textwrap.dedent(
+    """
+    from jobadapter import Job, job, retry_on
+
+    @retry_on(TimeoutError)
+    @job(queue="mail")
+    def send_welcome(user_id: int, *, lang: str = "en") -> str: return lang
+
+    @job
+    async def refresh(name: str) -> None: ...
+
+    text: str = send_welcome(1)
+    queued: Job = send_welcome.perform_later(7, lang="fr")
+    send_welcome.set(wait=3).perform_later(1)
+    send_welcome.perform_now(2)
+    refresh.perform_later("ok")
+
+    send_welcome.perform_later("7")
+    send_welcome.set(queue="low").perform_later(1, lang=2)
+    send_welcome.perform_now()
+    refresh.perform_later(3)
+    number: int = send_welcome(1)
+    """
+)
+
+
 def test_mypy_reports_wrong_arguments_and_accepts_right_ones(tmp_path: Path) -> None:
+    result = _mypy(tmp_path, SNIPPET)
+    errors = [line for line in result.splitlines() if ": error:" in line]
+    lines = sorted(int(line.split(":")[1]) for line in errors)
+    assert lines == [15, 16, 17, 18, 26, 27, 28], result
+    assert 'incompatible type "str"; expected "int"' in result
+    assert 'Argument "lang" to "perform_later" of "ConfiguredJob" has incompatible type "int"' in result
+
+
+def test_mypy_types_a_function_job_from_its_function(tmp_path: Path) -> None:
+    result = _mypy(tmp_path, FUNCTION_SNIPPET)
+    errors = [line for line in result.splitlines() if ": error:" in line]
+    lines = sorted(int(line.split(":")[1]) for line in errors)
+    assert lines == [17, 18, 19, 20, 21], result
+    assert (
+        'Argument 1 to "perform_later" of "JobFunction" has incompatible type "str"; expected "int"' in result
+    )
+    assert 'Incompatible types in assignment (expression has type "str", variable has type "int")' in result
+
+
+def _mypy(tmp_path: Path, snippet: str) -> str:
     source = tmp_path / "snippet.py"
-    source.write_text(SNIPPET)
+    source.write_text(snippet)
     result = subprocess.run(
         [
             sys.executable,
@@ -58,10 +104,4 @@ def test_mypy_reports_wrong_arguments_and_accepts_right_ones(tmp_path: Path) -> 
         text=True,
         check=False,
     )
-    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
-    lines = sorted(int(line.split(":")[1]) for line in errors)
-    assert lines == [15, 16, 17, 18, 26, 27, 28], result.stdout
-    assert 'incompatible type "str"; expected "int"' in result.stdout
-    assert (
-        'Argument "lang" to "perform_later" of "ConfiguredJob" has incompatible type "int"' in result.stdout
-    )
+    return result.stdout

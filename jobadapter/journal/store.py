@@ -64,6 +64,8 @@ EXIT_FLUSH_TIMEOUT = 5.0
 DEFAULT_RETENTION_DAYS = 7.0
 
 EXECUTION = "execution"
+_LIFE_ORDER = {"enqueued": 0, "started": 1, "finished": 2, EXECUTION: 3}
+"""The order `Journal._write` applies a batch's kinds of write in."""
 """The kind of write that adds a row to ``jobadapter_executions`` (keyed by job and execution)."""
 RECORD_FIELDS = frozenset(schema.jobs.c.keys()) - {"job_id", "step", "search", "updated_at"}
 """What `Journal.record` may set."""
@@ -329,7 +331,10 @@ class Journal:
                 rows[key] = values
         self.ensure_schema()
         with self.engine.begin() as connection:
-            for kind, rows in groups.items():
+            # In the order of a job's life, not of the batch: a batch that opens with one job's
+            # finish (it started in the batch before) must still apply the next job's start before
+            # its finish, or that start would look older than the row and be dropped.
+            for kind, rows in sorted(groups.items(), key=lambda group: _LIFE_ORDER.get(group[0], 0)):
                 for values in rows.values():
                     if kind != EXECUTION and "search" not in values:
                         values["search"] = _search_text(values["arguments"], values["keyword_arguments"])

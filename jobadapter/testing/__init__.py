@@ -29,10 +29,14 @@ from typing import Any
 from jobadapter import config, registry
 from jobadapter.adapters.test import TestAdapter
 from jobadapter.envelope import Envelope
+from jobadapter.functions import JobFunction
 from jobadapter.job import Job
 
-Selection = type[Job] | Sequence[type[Job]] | Callable[[Job], bool] | None
-"""``only``/``except_``: a job class, several, or a predicate on the job (None: no filter)."""
+JobKind = type[Job] | JobFunction[Any, Any]
+"""A job class, or a ``@job`` function standing for the class made for it."""
+Selection = JobKind | Sequence[JobKind] | Callable[[Job], bool] | None
+"""``only``/``except_``: a job class or function, several, or a predicate on the job (None: no
+filter)."""
 
 ANY: Any = object()
 """The default of every filter: matches whatever the job has."""
@@ -119,7 +123,7 @@ class JobRecorder:
 
     def assert_enqueued(
         self,
-        job_class: type[Job],
+        job_class: JobKind,
         *,
         args: Sequence[Any] | Callable[[list[Any]], bool] = ANY,
         kwargs: Mapping[str, Any] = ANY,
@@ -137,7 +141,7 @@ class JobRecorder:
 
     def assert_performed(
         self,
-        job_class: type[Job],
+        job_class: JobKind,
         *,
         args: Sequence[Any] | Callable[[list[Any]], bool] = ANY,
         kwargs: Mapping[str, Any] = ANY,
@@ -164,7 +168,7 @@ def recording() -> Iterator[JobRecorder]:
 def _assert_matching(
     verb: str,
     jobs: Sequence[Job],
-    job_class: type[Job],
+    kind: JobKind,
     args: Sequence[Any] | Callable[[list[Any]], bool],
     kwargs: Mapping[str, Any],
     queue: str,
@@ -172,6 +176,8 @@ def _assert_matching(
     at: datetime | None,
     count: int | None,
 ) -> list[Job]:
+    job_class = _class_of(kind)
+
     def matches(job: Job) -> bool:
         if type(job) is not job_class:
             return False
@@ -219,12 +225,16 @@ def _selected(job: Job, only: Selection, except_: Selection) -> bool:
 
 
 def _chosen(job: Job, selection: Selection) -> bool:
-    if isinstance(selection, type):
-        return type(job) is selection
+    if isinstance(selection, (type, JobFunction)):
+        return type(job) is _class_of(selection)
     if callable(selection):
         return bool(selection(job))
     assert selection is not None
-    return type(job) in tuple(selection)
+    return type(job) in tuple(_class_of(kind) for kind in selection)
+
+
+def _class_of(kind: JobKind) -> type[Job]:
+    return kind.job_class if isinstance(kind, JobFunction) else kind
 
 
 def _assert_count(
