@@ -54,6 +54,7 @@ def configure(
     default_queue_name: str = _UNSET,
     default_priority: int | None = _UNSET,
     retry_jitter: float = _UNSET,
+    enqueue_after_transaction_commit: bool = _UNSET,
     **options: Any,
 ) -> Adapter:
     """Set the adapter called ``name`` (the default one unless given) and return it.
@@ -67,8 +68,9 @@ def configure(
     ``queue_name_delimiter`` (``"_"``) put ``staging_mail`` for ``queue_as = "mail"``,
     ``default_queue_name`` (``"default"``) is the queue of a class that names none,
     ``default_priority`` the priority of one that sets none, and ``retry_jitter``
-    (0.15) what ``retry_on`` adds to its delays unless given its own ``jitter``. Each one
-    not given keeps its value.
+    (0.15) what ``retry_on`` adds to its delays unless given its own ``jitter``, and
+    ``enqueue_after_transaction_commit`` (False) whether a class that does not say waits
+    for the commit of an open transaction. Each one not given keeps its value.
     """
     from jobadapter import defaults
 
@@ -80,6 +82,7 @@ def configure(
             ("default_queue_name", default_queue_name),
             ("default_priority", default_priority),
             ("retry_jitter", retry_jitter),
+            ("enqueue_after_transaction_commit", enqueue_after_transaction_commit),
         )
         if value is not _UNSET
     }

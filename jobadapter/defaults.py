@@ -28,6 +28,9 @@ class JobDefaults:
     """The priority of a job class that declares no ``priority``/``priority_as``."""
     retry_jitter: float = 0.15
     """What ``retry_on(jitter=None)`` (the default) adds: up to this share of each delay."""
+    enqueue_after_transaction_commit: bool = False
+    """Whether a class that does not say waits for the commit of an open transaction
+    (`jobadapter.transactions`; Rails 7.2's setting of the same name)."""
 
 
 active = JobDefaults()
@@ -76,3 +79,6 @@ def _check(defaults: JobDefaults) -> None:
     jitter = defaults.retry_jitter
     if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or jitter < 0:
         raise ConfigurationError(f"retry_jitter must be a number >= 0, not {jitter!r}")
+    waits = defaults.enqueue_after_transaction_commit
+    if not isinstance(waits, bool):
+        raise ConfigurationError(f"enqueue_after_transaction_commit must be True or False, not {waits!r}")

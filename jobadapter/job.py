@@ -208,7 +208,7 @@ class Job:
     """Keep what ``perform`` returns in the journal, for ``job.result()`` and ``lookup``."""
     enqueue_after_transaction_commit: ClassVar[bool | None] = None
     """Enqueue inside a transaction only when it commits (`jobadapter.transactions`); None: the
-    default set by ``transactions.set_default`` (False unless set)."""
+    default, ``configure(enqueue_after_transaction_commit=...)`` (False unless set)."""
 
     _own_rules: ClassVar[tuple[Rule, ...]] = ()
     _hook_names: ClassVar[dict[str, tuple[str, ...]]] = {kind: () for kind in hooks.KINDS}

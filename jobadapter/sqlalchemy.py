@@ -12,9 +12,10 @@ or, for an application with one session per request or thread (a ``scoped_sessio
     jobadapter.sqlalchemy.find_session_with(lambda: Session() if Session.registry.has() else None)
 
 Only job classes that ask (``enqueue_after_transaction_commit = True``, or the default set by
-`jobadapter.transactions.set_default`) wait. A session with no transaction begun enqueues at
-once. A job enqueued inside a savepoint (``begin_nested``) that rolls back is dropped with
-it; the others run after the outermost commit, in the order they were enqueued.
+``jobadapter.configure(enqueue_after_transaction_commit=True)``) wait. A session with no
+transaction begun enqueues at once. A job enqueued inside a savepoint (``begin_nested``)
+that rolls back is dropped with it; the others run after the outermost commit, in the order
+they were enqueued.
 """
 
 from __future__ import annotations

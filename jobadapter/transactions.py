@@ -3,9 +3,9 @@
 A job enqueued inside a transaction can run before the transaction commits (the worker
 then reads rows that are not there yet), or run although the transaction rolled back.
 With ``enqueue_after_transaction_commit`` (on a job class, or for every class through
-`set_default`), ``perform_later`` hands the enqueue to the open transaction, which runs
-it when it commits and drops it when it rolls back; outside a transaction the job is
-enqueued at once, as always.
+``configure(enqueue_after_transaction_commit=True)``), ``perform_later`` hands the enqueue
+to the open transaction, which runs it when it commits and drops it when it rolls back;
+outside a transaction the job is enqueued at once, as always.
 
 The core knows no database: an integration registers a `Deferrer` that knows its
 framework's transactions (``jobadapter.django`` for Django's ``transaction.on_commit``,
@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from jobadapter import defaults
+
 if TYPE_CHECKING:
     from jobadapter.job import Job
 
@@ -29,23 +31,13 @@ return False to leave the jobs to the next deferrer, or to be enqueued at once."
 
 _deferrers: tuple[Deferrer, ...] = ()
 _lock = threading.Lock()
-_default = False
 _committing: contextvars.ContextVar[bool] = contextvars.ContextVar("jobadapter_committing", default=False)
-
-
-def set_default(enabled: bool) -> None:
-    """Whether job classes that do not say (``enqueue_after_transaction_commit = None``) wait
-    for the commit; False unless set."""
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enqueue_after_transaction_commit must be True or False, not {enabled!r}")
-    global _default
-    _default = enabled
 
 
 def wanted(job_class: type[Job]) -> bool:
     """Whether ``job_class``'s enqueues wait for the commit of an open transaction."""
     declared = job_class.enqueue_after_transaction_commit
-    return _default if declared is None else declared
+    return defaults.active.enqueue_after_transaction_commit if declared is None else declared
 
 
 def register(deferrer: Deferrer) -> Callable[[], None]:

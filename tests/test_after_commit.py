@@ -14,7 +14,7 @@ from django.db import transaction
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, scoped_session, sessionmaker
 
 import tests.django_support  # noqa: F401
-from jobadapter import Job, config, perform_all_later, transactions
+from jobadapter import Job, config, defaults, perform_all_later
 from jobadapter import sqlalchemy as jobadapter_sqlalchemy
 from jobadapter.adapters.base import Adapter
 from jobadapter.django.compat import TaskResult, task_enqueued
@@ -107,14 +107,15 @@ def test_perform_all_later_inside_atomic_enqueues_the_batch_at_commit(broker: Ad
 
 
 def test_the_default_applies_to_classes_that_do_not_say(broker: Adapter) -> None:
-    transactions.set_default(True)
+    # Rails 7.2: config.active_job.enqueue_after_transaction_commit
+    defaults.update(enqueue_after_transaction_commit=True)
     try:
         with transaction.atomic():
             job = ShipByDefault.perform_later(6)
             assert not on_broker(broker, job)
         assert on_broker(broker, job)
     finally:
-        transactions.set_default(False)
+        defaults.update(enqueue_after_transaction_commit=False)
     with transaction.atomic():
         assert on_broker(broker, ShipByDefault.perform_later(7))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
 
-from jobadapter import config, journal, transactions
+from jobadapter import config, defaults, journal, transactions
 
 
 class JobAdapterConfig(AppConfig):
@@ -30,7 +30,7 @@ class JobAdapterConfig(AppConfig):
         if chosen.journal is not None and journal.active() is None:
             journal.configure(chosen.journal)
         if chosen.enqueue_after_commit is not None:
-            transactions.set_default(chosen.enqueue_after_commit)
+            defaults.update(enqueue_after_transaction_commit=chosen.enqueue_after_commit)
         transactions.register(defer_to_commit)
         locator.register_models()
         autodiscover_modules(*chosen.autodiscover)
