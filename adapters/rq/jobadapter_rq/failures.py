@@ -39,9 +39,15 @@ bomb on every call would make listing failures slow)."""
 
 
 def record_unreadable(
-    connection: Redis, queue: Queue, job_id: bytes, reason: str, processing: tuple[str, bytes] | None
+    connection: Redis,
+    queue: Queue,
+    job_id: bytes,
+    reason: str,
+    processing: tuple[str, bytes] | None,
+    failure_ttl: int = DEFAULT_FAILURE_TTL,
 ) -> None:
-    """Fail the id ``job_id`` taken from ``queue`` with ``reason``, without reading its hash."""
+    """Fail the id ``job_id`` taken from ``queue`` with ``reason``, without reading its hash; the
+    record expires after ``failure_ttl`` seconds."""
     now = datetime.now(timezone.utc)
     key = RQJob.redis_job_namespace_prefix.encode() + job_id
     with connection.pipeline() as pipeline:
@@ -49,8 +55,8 @@ def record_unreadable(
         pipeline.hsetnx(key, "created_at", utcformat(now))
         pipeline.hsetnx(key, "description", "unreadable RQ job")
         pipeline.hset(key, mapping={"status": "failed", "ended_at": utcformat(now), "exc_info": reason})
-        pipeline.expire(key, DEFAULT_FAILURE_TTL)
-        pipeline.zadd(FailedJobRegistry(queue=queue).key, {job_id: now.timestamp() + DEFAULT_FAILURE_TTL})
+        pipeline.expire(key, failure_ttl)
+        pipeline.zadd(FailedJobRegistry(queue=queue).key, {job_id: now.timestamp() + failure_ttl})
         if processing is not None:
             pipeline.lrem(processing[0], 1, processing[1])  # type: ignore[arg-type]
         pipeline.execute()

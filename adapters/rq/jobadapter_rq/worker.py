@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue, Worker, get_current_job
-from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.defaults import DEFAULT_FAILURE_TTL, DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import JOB_ID_PATTERN, JobStatus
@@ -159,6 +159,8 @@ class JobAdapterWorker(Worker):
 
     abandoned_retries = 3
     abandoned_check_interval = 5
+    failure_ttl = DEFAULT_FAILURE_TTL
+    """Seconds a job this worker fails stays in the failed store (the adapter's ``failure_ttl``)."""
     announces_ready = True
     """Whether this worker logs "ready" once it listens (a pool's workers leave it to the pool)."""
 
@@ -276,7 +278,9 @@ class JobAdapterWorker(Worker):
             return job, queue
         self.log.error("Worker %s: %s", self.name, reason)
         taken = (self.fetcher.processing_key, self._taken)
-        self._through_outage(lambda: record_unreadable(self.connection, queue, job_id, reason, taken))
+        self._through_outage(
+            lambda: record_unreadable(self.connection, queue, job_id, reason, taken, self.failure_ttl)
+        )
         self._taken = None
         return None
 
@@ -367,9 +371,14 @@ class JobAdapterWorker(Worker):
         execution: Execution | None = None,
     ) -> None:
         """RQ's, keeping the error's reason beside the job; a horse that died is `_settle`d.
-        ``execution`` comes from RQ 3; RQ 2 reads ``self.execution``."""
+        ``execution`` comes from RQ 3; RQ 2 reads ``self.execution``.
+
+        A job that names no ``failure_ttl`` (enqueued elsewhere, or planted) gets the adapter's:
+        RQ would keep its result stream forever."""
         if execution is None:
             execution = self.execution
+        if job.failure_ttl is None:
+            job.failure_ttl = self.failure_ttl
         if self._horse_died:
             self._horse_died = False
             self._settle(job, queue, execution)
@@ -392,7 +401,9 @@ class JobAdapterWorker(Worker):
             return
         moved = None
         if execution is not None:
-            moved = give_back_started(queue, execution.composite_key, self.abandoned_retries)
+            moved = give_back_started(
+                queue, execution.composite_key, self.abandoned_retries, self.failure_ttl
+            )
             self._forget(job, execution)
         if not moved:  # not in the started registry, or its hash is gone: enqueue it again as it is
             queue.enqueue_job(job, at_front=True)
@@ -420,7 +431,7 @@ class JobAdapterWorker(Worker):
     def _maintain(self) -> None:
         give_back_taken(self.connection)
         for queue in self.queues:
-            requeue_abandoned(queue, self.abandoned_retries)
+            requeue_abandoned(queue, self.abandoned_retries, self.failure_ttl)
         super().run_maintenance_tasks()
 
     def check_for_suspension(self, burst: bool) -> None:

@@ -26,6 +26,7 @@ from rq import Queue
 from rq.job import Callback
 from rq.job import Job as RQJob
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.webhook import Webhook
 
@@ -108,6 +109,7 @@ def test_a_due_job_is_stored_as_rq_stores_it(adapter: RQAdapter) -> None:
             description=f"{Greet.job_name}('Ada')",
             ttl=600,
             result_ttl=60,
+            failure_ttl=adapter.failure_ttl,
         )
     )
     stored = adapter.connection.hgetall(RQJob.key_for(ours.job_id))
@@ -242,6 +244,33 @@ def test_planted_jobs_are_refused_never_imported_and_recorded(
     assert any("names callbacks ['os.system']" in reason for reason in reasons)
     assert any("carries webhooks" in reason for reason in reasons)
     assert any("cannot be decoded as JSON" in reason for reason in reasons)
+
+
+def test_what_a_failure_leaves_expires_after_the_failure_ttl(redis: Redis, url: str) -> None:
+    """The failed store is kept on purpose, but not forever: the job hash, its failed-registry
+    entry and its result stream (which RQ leaves without expiry when a job names no
+    ``failure_ttl``) expire after the URL's ``failure_ttl``, for a job that raised, a planted job
+    the worker refused, and an id without a hash."""
+    adapter = config.configure(url=f"{url}?failure_ttl=120")
+    assert isinstance(adapter, RQAdapter) and adapter.failure_ttl == 120
+    raised = Greet.set(queue="expiring").perform_later("unknown to the worker")  # UnknownJobError
+    queue = Queue("expiring", connection=redis, serializer=JSONSerializer)
+    planted = queue.enqueue("os.system", "true")  # names no failure_ttl
+    redis.rpush(queue.key, "no-such-hash")
+    _burst_worker(f"{url}?failure_ttl=120", "expiring")
+    failed = FailedJobRegistry(queue=queue)
+    ids = [raised.job_id, planted.id, "no-such-hash"]
+    assert sorted(failed.get_job_ids()) == sorted(ids)
+    now = time.time()
+    for job_id in ids:
+        assert 100 < redis.ttl(RQJob.key_for(job_id)) <= 120, job_id
+        expiry = redis.zscore(failed.key, job_id)
+        assert expiry is not None and now + 100 < expiry <= now + 121, job_id
+    for job_id in (raised.job_id, planted.id):  # the ones RQ ran its failure handling for
+        assert redis.xlen(Result.get_key(job_id)) == 1
+        assert 100 < redis.ttl(Result.get_key(job_id)) <= 120, job_id
+    with pytest.raises(ConfigurationError, match="failure_ttl must be 1 second or more"):
+        config.configure(url=f"{url}?failure_ttl=0")
 
 
 class HorseJob(Job):
