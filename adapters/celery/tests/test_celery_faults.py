@@ -8,6 +8,7 @@ jobs (``jobadapter.faults.jobs``).
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery.worker.consumer.consumer import CONNECTION_RETRY  # type: ignore[import-untyped]
 from jobadapter_celery.adapter import CeleryAdapter
+from jobadapter_celery.consumer import OneLineConnectionLoss
 from jobadapter_celery.transport import Transport
 from jobadapter_celery.worker import Lifeline
 from kombu import Connection
@@ -338,6 +341,28 @@ def test_enqueue_while_redis_is_down_raises_within_a_bound(private_redis: Privat
         assert time.monotonic() - started < 10
     finally:
         adapter.close()
+
+
+def test_a_lost_connection_is_logged_in_one_line_with_its_error() -> None:
+    """Celery 5.6 logs a lost broker connection with redis-py's whole chain of tracebacks; the
+    worker's filter makes it the line Celery 5.7 writes: the notice and the error."""
+    try:
+        raise ConnectionError("Connection closed by server.")
+    except ConnectionError:
+        record = logging.LogRecord(
+            "celery.worker.consumer.consumer",
+            logging.WARNING,
+            __file__,
+            1,
+            CONNECTION_RETRY,
+            (),
+            sys.exc_info(),
+        )
+    assert OneLineConnectionLoss().filter(record)
+    assert record.exc_info is None
+    assert record.getMessage() == f"{CONNECTION_RETRY} (ConnectionError('Connection closed by server.'))"
+    other = logging.LogRecord("celery", logging.ERROR, __file__, 1, "consumer: Cannot connect", (), None)
+    assert OneLineConnectionLoss().filter(other) and other.getMessage() == "consumer: Cannot connect"
 
 
 @pytest.mark.parametrize("broker", ["redis", "amqp"])
