@@ -60,7 +60,7 @@ from jobadapter.errors import ConfigurationError, EnqueueError, UnknownJobError
 from jobadapter.faults.hostile import HostileMessage
 from jobadapter.operations import JobError
 from jobadapter_rq import worker as rq_worker
-from jobadapter_rq.failures import failed_entries
+from jobadapter_rq.failures import expire_with_last_entry, failed_entries
 from jobadapter_rq.fetch import push_wake, wake_key
 from jobadapter_rq.hostile import native_kinds
 from jobadapter_rq.names import band_queue_name, base_queue_name, consumed_queue_names, retry_id
@@ -197,6 +197,7 @@ class RQAdapter(RQOperations):
                     pipeline.expire(job.key, self.failure_ttl)
                     failed_registry = FailedJobRegistry(queue=queue)
                     pipeline.zadd(failed_registry.key, {job.id: now.timestamp() + self.failure_ttl})
+                    expire_with_last_entry(pipeline, failed_registry.key)
                 pipeline.execute()
         except RedisError as error:
             raise EnqueueError(f"Redis refused {len(envelopes)} failed jobs: {error}") from error

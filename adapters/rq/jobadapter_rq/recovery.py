@@ -21,6 +21,7 @@ from rq.executions import Execution
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.utils import utcformat
 
+from jobadapter_rq.failures import expire_with_last_entry
 from jobadapter_rq.fetch import WAKE_TOKENS, give_back_dead, wake_key
 
 ABANDONED_COUNT = "jobadapter_abandoned"
@@ -106,6 +107,8 @@ def give_back_started(
             ABANDONED_COUNT,
         ],
     )
+    if isinstance(moved, int) and moved < 0:
+        expire_with_last_entry(connection, FailedJobRegistry(queue=queue).key)
     return moved if isinstance(moved, int) else None
 
 

@@ -37,12 +37,19 @@ from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import JOB_ID_PATTERN, JobStatus
 from rq.job import Job as RQJob
+from rq.registry import FailedJobRegistry
 from rq.utils import now
 from rq.worker import WorkerStatus
 
 from jobadapter.execution import execute
 from jobadapter.worker_logging import announce_ready
-from jobadapter_rq.failures import MAX_DATA_BYTES, inflate, record_reason, record_unreadable
+from jobadapter_rq.failures import (
+    MAX_DATA_BYTES,
+    expire_with_last_entry,
+    inflate,
+    record_reason,
+    record_unreadable,
+)
 from jobadapter_rq.fetch import WAIT_SECONDS, Fetcher, entry, give_back_dead
 from jobadapter_rq.outage import LONGEST_PAUSE, UNREACHABLE, Outage
 from jobadapter_rq.recovery import give_back_started, give_back_taken, requeue_abandoned
@@ -374,7 +381,8 @@ class JobAdapterWorker(Worker):
         ``execution`` comes from RQ 3; RQ 2 reads ``self.execution``.
 
         A job that names no ``failure_ttl`` (enqueued elsewhere, or planted) gets the adapter's:
-        RQ would keep its result stream forever."""
+        RQ would keep its result stream forever. The failed registry then expires with its last
+        entry (`expire_with_last_entry`)."""
         if execution is None:
             execution = self.execution
         if job.failure_ttl is None:
@@ -391,6 +399,8 @@ class JobAdapterWorker(Worker):
             super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
         else:
             super().handle_job_failure(job, queue, started_job_registry, exc_string)
+        with suppress(*UNREACHABLE):
+            expire_with_last_entry(self.connection, FailedJobRegistry(queue=queue).key)
 
     def _settle(self, job: RQJob, queue: Queue, execution: Execution | None) -> None:
         """A job whose horse ended without recording the outcome may not have run at all (the
