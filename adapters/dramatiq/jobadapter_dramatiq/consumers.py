@@ -34,6 +34,7 @@ marks it).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -46,7 +47,12 @@ from dramatiq.broker import Broker, Consumer, MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff, current_millis, q_name, xq_name
-from dramatiq.errors import BrokerConnectionError, ConnectionClosed
+from dramatiq.errors import ConnectionClosed
+
+try:
+    from dramatiq.errors import BrokerConnectionError
+except ImportError:  # Dramatiq before 2.1: the same class under its old name
+    from dramatiq.errors import ConnectionError as BrokerConnectionError  # type: ignore[no-redef]
 
 from jobadapter_dramatiq.adapter import DramatiqAdapter, RabbitmqAdapter
 from jobadapter_dramatiq.operations import PAUSE_POLL
@@ -199,7 +205,7 @@ def install(broker: Broker, guard: Guard) -> None:
 
         def consume(queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
             broker.declare_queue(queue_name, ensure=True)
-            consumer = GuardedRabbitmqConsumer(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+            consumer = GuardedRabbitmqConsumer(broker, queue_name, prefetch, timeout)
             consumer.guard = guard
             guard.outage.reached()
             return consumer
@@ -355,10 +361,36 @@ class GuardedRedisConsumer(_RedisConsumer):
             raise _closed(error) from None
 
 
+_BROKER_PASSED = "broker" in inspect.signature(_RabbitmqConsumer.__init__).parameters
+"""Dramatiq 2.2 builds its RabbitMQ consumer from the broker; earlier versions from the
+connection parameters, keeping neither the broker nor the queue name, which this consumer reads."""
+
+
 class GuardedRabbitmqConsumer(_RabbitmqConsumer):
     """Dramatiq's RabbitMQ consumer, with every delivery checked (see the module docstring)."""
 
     guard: Guard
+
+    def __init__(self, broker: RabbitmqBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        if _BROKER_PASSED:
+            super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        else:
+            super().__init__(broker.parameters, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+            self.broker, self.queue_name = broker, queue_name
+
+    def close(self) -> None:
+        """Dramatiq's. Before 2.2, Dramatiq waits for the callbacks of a connection the broker
+        already closed, fails, and logs a traceback at every outage; there is nothing to wait for."""
+        if _BROKER_PASSED or self.connection.is_open:
+            super().close()  # type: ignore[no-untyped-call]
+            return
+        try:
+            self.channel.close()
+            self.connection.close()
+        except (pika.exceptions.ChannelWrongStateError, pika.exceptions.ConnectionWrongStateError):
+            pass  # already closed
+        except (AssertionError, *_AMQP_ERRORS) as error:
+            raise _closed(error) from None
 
     def __next__(self) -> MessageProxy | None:
         if self.guard.paused(self.queue_name):
