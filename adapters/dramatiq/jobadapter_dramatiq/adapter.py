@@ -596,7 +596,7 @@ class RedisAdapter(RedisOperations, DramatiqAdapter):
     def _publish_batch(self, batch: Sequence[tuple[Message[Any], int | None]]) -> None:
         """Run Dramatiq's own enqueue script once per message, all in one MULTI round trip.
 
-        The script's arguments follow `RedisBroker._dispatch` (Dramatiq 2.x); maintenance
+        The script's arguments follow `RedisBroker._dispatch` (the same in Dramatiq 1.17 and 2.x); maintenance
         is off for these calls, so the unpack limit it takes is unused.
         """
         broker = self.broker
