@@ -458,7 +458,9 @@ class CeleryAdapter(Adapter):
                     channel.queue_purge(name)  # kombu's Redis queue_delete only knows this channel's bindings
                     # The exchange Celery made for the queue (named like it) and its bindings.
                     prefix = channel.global_keyprefix
-                    bindings = (channel.keyprefix_queue, channel.keyprefix_binding_permanent)
+                    # kombu 5.7 also keeps the bindings of queues without an expiry in a set of their own.
+                    permanent = getattr(channel, "keyprefix_binding_permanent", None)
+                    bindings = [channel.keyprefix_queue, *([permanent] if permanent else [])]
                     channel.client.delete(*(prefix + binding % (name,) for binding in bindings))
                 else:
                     channel.queue_delete(name)
