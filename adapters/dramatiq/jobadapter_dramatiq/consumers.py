@@ -35,6 +35,7 @@ marks it).
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import threading
 import time
@@ -224,6 +225,39 @@ def install(broker: Broker, guard: Guard) -> None:
     broker.consume = consume  # type: ignore[method-assign]
 
 
+_ARRIVALS = itertools.count()
+
+
+class _InArrivalOrder:
+    """A message proxy that sorts by when its consumer received it.
+
+    A worker queues the messages it prefetched by (actor priority, message) and,
+    before Dramatiq 2.2, compares two proxies of equal priority as "always
+    less": ties ran in no fixed order, so the order the broker delivered in
+    (RabbitMQ's priority order, a queue's first in, first out) was lost among
+    prefetched messages. Dramatiq 2.2 breaks ties by arrival itself and never
+    compares the proxies; these give 1.x the same order."""
+
+    _arrival: int
+
+    def __lt__(self, other: object) -> bool:
+        return self._arrival < getattr(other, "_arrival", self._arrival + 1)
+
+
+class _RedisProxy(_InArrivalOrder, MessageProxy):
+    pass
+
+
+class _RabbitmqProxy(_InArrivalOrder, _RabbitmqMessage):
+    pass
+
+
+def _arrived(proxy: _InArrivalOrder) -> MessageProxy:
+    proxy._arrival = next(_ARRIVALS)
+    assert isinstance(proxy, MessageProxy)
+    return proxy
+
+
 class GuardedRedisConsumer(_RedisConsumer):
     """Dramatiq's Redis consumer, with every fetched body checked (see the module docstring)."""
 
@@ -257,7 +291,7 @@ class GuardedRedisConsumer(_RedisConsumer):
                 self.queued_message_ids.add(message.message_id)
                 if message.options.get("eta") is None:  # for a worker thread, not the delay queue
                     self.guard.hold(self.queue_name, message.options["redis_message_id"])
-                return MessageProxy(message)
+                return _arrived(_RedisProxy(message))
         except _REDIS_DOWN as error:
             raise _closed(error) from None
 
@@ -415,10 +449,7 @@ class GuardedRabbitmqConsumer(_RabbitmqConsumer):
             self._reject(method.delivery_tag, body, str(rejected))
             return None
         self.known_tags.add(method.delivery_tag)
-        proxy: MessageProxy = _RabbitmqMessage(  # type: ignore[no-untyped-call]
-            method.redelivered, method.delivery_tag, message
-        )
-        return proxy
+        return _arrived(_RabbitmqProxy(method.redelivered, method.delivery_tag, message))  # type: ignore[no-untyped-call]
 
     def _reject(self, tag: int, body: bytes, reason: str) -> None:
         """Publish the rejection record to ``<queue>.XQ`` (confirmed), then acknowledge the
