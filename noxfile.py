@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
+import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -172,39 +176,114 @@ def conformance(session: nox.Session) -> None:
     touches no database of the shared server; RabbitMQ runs use queue names
     unique to the run. Each URL's output is printed when it ends.
     """
+    results = Path("conformance-results")
+    urls = _fresh_results(session, CONFORMANCE_URLS, results)
+    failures = _conformance_side_by_side(session, [(url, "jobadapter", url, None) for url in urls])
+    for path in sorted(results.glob("*.json")):  # into compat/results/, as a third party's column goes
+        session.run("jobadapter", "matrix", "--add", str(path))
+    if failures:
+        session.error(f"conformance failures on: {', '.join(failures)}")
+
+
+def _conformance_side_by_side(
+    session: nox.Session, runs: list[tuple[str, str, str, Path | None]]
+) -> list[str]:
+    """Run ``(name, jobadapter executable, url, results file or None)`` conformance runs, `AT_ONCE`
+    at a time; Redis URLs on a redis-server of their own, each backend's unreachable-broker
+    scenario at `UNREACHABLE_PORT`. Prints each run's output when it ends; returns the names of
+    the runs that failed."""
     from jobadapter.adapters.base import AdapterURL
     from jobadapter.faults.brokers import PrivateRedis, with_address
 
-    results = Path("conformance-results")
-    urls = _fresh_results(session, CONFORMANCE_URLS, results)
     failures = []
     with contextlib.ExitStack() as stack:
-        waiting = list(urls)
+        waiting = list(runs)
         running: list[tuple[str, Any, subprocess.Popen[bytes]]] = []
         while waiting or running:
             while waiting and len(running) < AT_ONCE:
-                url = waiting.pop(0)
+                name, executable, url, results = waiting.pop(0)
                 served = url
                 if AdapterURL.parse(url).transport == "redis":
                     server = stack.enter_context(PrivateRedis(persistent=False))
                     served = with_address(url, server.port)
                 log = stack.enter_context(tempfile.TemporaryFile())
-                command = ["jobadapter", "conformance", "--url", served, *session.posargs]
+                command = [executable, "conformance", "--url", served, *session.posargs]
+                if results is not None:
+                    command += ["--results", str(results)]
                 if AdapterURL.parse(url).transport:  # the same broker at a port nobody listens on
                     command += ["--jobadapter-unreachable-url", with_address(url, UNREACHABLE_PORT)]
-                running.append((url, log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)))
+                running.append((name, log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)))
             time.sleep(0.2)
             for entry in [entry for entry in running if entry[2].poll() is not None]:
                 running.remove(entry)
-                url, log, process = entry
+                name, log, process = entry
                 log.seek(0)
-                session.log(f"{url}: exit {process.returncode}\n{log.read().decode(errors='replace')}")
+                session.log(f"{name}: exit {process.returncode}\n{log.read().decode(errors='replace')}")
                 if process.returncode:
-                    failures.append(url)
-    for path in sorted(results.glob("*.json")):  # into compat/results/, as a third party's column goes
-        session.run("jobadapter", "matrix", "--add", str(path))
+                    failures.append(name)
+    return failures
+
+
+COMPAT_LIBRARIES = ["rq", "celery", "dramatiq"]
+"""The backend libraries ``nox -s compat`` tests, each by the adapter of the same name."""
+
+
+def _supported_range(library: str) -> tuple[str, str]:
+    """The adapter's requirement on ``library`` as its package pins it (``rq>=2.12,<4``), and its
+    oldest version (``rq==2.12``): the pins are the one place the supported versions are written."""
+    text = Path(f"adapters/{library}/pyproject.toml").read_text()
+    found = re.search(rf'"({re.escape(library)}(?:\[[^\]]*\])?)(>=([0-9.]+)[^"]*)"', text)
+    if found is None:
+        raise ValueError(f"adapters/{library}/pyproject.toml pins no lower bound on {library}")
+    name, bounds, lowest = found.groups()
+    return name + bounds, f"{name}=={lowest}"
+
+
+@nox.session
+def compat(session: nox.Session) -> None:
+    """The whole conformance suite against the oldest and the newest version of each backend
+    library the adapters support (read from their pins), `AT_ONCE` runs at a time; rewrites the
+    "Library versions" section of compat_matrix.md.
+
+    Each library version gets a virtualenv of its own (``.nox/compat-versions/``), with the
+    workspace's core and that adapter installed editable and the library pinned; its
+    ``jobadapter conformance`` runs on each of the adapter's URLs as in the ``conformance``
+    session (private redis-servers, unique RabbitMQ queue names).
+    """
+    from jobadapter.conformance import versions
+
+    results = Path("compat-results")
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir()
+    runs = []
+    for library in COMPAT_LIBRARIES:
+        urls = [url for url in CONFORMANCE_URLS if url.startswith(f"{library}+") and _available(url)]
+        if not urls:
+            session.log(f"skipping {library}: adapter or broker not available")
+            continue
+        newest, oldest = _supported_range(library)
+        for which, requirement in (("oldest", oldest), ("newest", newest)):
+            venv = Path(".nox", "compat-versions", f"{library}-{which}")
+            session.run("uv", "venv", "--quiet", "--allow-existing", "--python", sys.executable, str(venv))
+            session.run(
+                "uv", "pip", "install", "--quiet", "--python", str(venv),
+                "-e", ".[conformance]", "-e", f"adapters/{library}", requirement,
+            )  # fmt: skip
+            executable = str(venv / "bin" / "jobadapter")
+            for url in urls:
+                name = f"{requirement} on {url}"
+                runs.append((name, executable, url, results / f"{library}-{which}-{url.split(':')[0]}.json"))
+    failures = _conformance_side_by_side(session, runs)
+    bundle = results / "compat.json"
+    versions.write(bundle, [run for path in sorted(results.glob("*-*.json")) for run in _runs_in(path)])
+    session.run("jobadapter", "matrix", "--update", "compat_matrix.md", str(bundle))
     if failures:
-        session.error(f"conformance failures on: {', '.join(failures)}")
+        session.error(f"compat failures on: {', '.join(failures)}")
+
+
+def _runs_in(path: Path) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = json.loads(path.read_text())["runs"]
+    return runs
 
 
 FAULT_URLS = [url for url in CONFORMANCE_URLS if "+" in url]

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from jobadapter import config, registry
 from jobadapter.adapters.base import redact
@@ -283,7 +284,7 @@ def _matrix(options: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from jobadapter.conformance import published
+    from jobadapter.conformance import published, versions
     from jobadapter.conformance.matrix import load_runs, render
     from jobadapter.faults import report
     from jobadapter.migrate import matrix as migration
@@ -296,6 +297,7 @@ def _matrix(options: argparse.Namespace) -> int:
         options.results = [*options.results, *map(str, published.results_files())]
         options.update = options.update or str(published.MATRIX)
     conformance: list[Path] = []
+    version_runs: list[dict[str, Any]] = []
     fault_runs: list[dict[str, object]] = []
     migration_runs: list[dict[str, object]] = []
     for path in map(Path, options.results):
@@ -304,19 +306,24 @@ def _matrix(options: argparse.Namespace) -> int:
             fault_runs += document["runs"]
         elif migration.is_results(document):
             migration_runs += document["runs"]
+        elif versions.is_results(document):
+            version_runs += document["runs"]
         else:
             conformance.append(path)
-    old_scenarios, old_faults, old_migration = "", "", ""
-    if options.update and Path(options.update).exists():
+    old_scenarios, old_versions, old_faults, old_migration = "", "", "", ""
+    if options.update and Path(options.update).exists():  # sections in this order; each optional
         head, marker, rest = Path(options.update).read_text().partition(migration.HEADING)
         old_migration = marker + rest
-        old_scenarios, marker, rest = head.partition(report.HEADING)
+        head, marker, rest = head.partition(report.HEADING)
         old_faults = marker + rest
+        old_scenarios, marker, rest = head.partition(versions.HEADING)
+        old_versions = marker + rest
     scenarios = render(load_runs(conformance)) if conformance else old_scenarios.rstrip("\n") + "\n"
+    versions_text = versions.render(version_runs) if version_runs else old_versions
     faults_text = report.render(fault_runs) if fault_runs else old_faults
     migration_text = migration.render(migration_runs) if migration_runs else old_migration
     text = scenarios
-    for section in (faults_text, migration_text):
+    for section in (versions_text, faults_text, migration_text):
         if section.strip():
             text += "\n" + section.rstrip("\n") + "\n"
     if options.update:

@@ -50,6 +50,7 @@ from celery.backends.redis import RedisBackend  # type: ignore[import-untyped]
 from celery.exceptions import Reject  # type: ignore[import-untyped]
 from kombu.entity import Queue
 from kombu.exceptions import KombuError
+from kombu.messaging import Producer
 from redis.exceptions import RedisError
 
 from jobadapter import registry
@@ -163,6 +164,10 @@ class Settings:
     prefetch: int
 
 
+_BATCHES = hasattr(Producer, "batch")
+"""kombu 5.7 groups publishes in ``Producer.batch()`` (one Redis pipeline); kombu 5.5 (Celery 5.5)
+publishes each message on its own, so there the adapter does not declare bulk enqueue."""
+
 _JOB_NOTES: Mapping[str, str] = {
     Capability.EXTERNAL_WORKER.value: ("a Celery worker (prefork), one task per job class named by job_name"),
     Capability.DELAYED.value: (
@@ -219,11 +224,14 @@ class CeleryAdapter(Adapter):
     @property
     def capabilities(self) -> frozenset[Capability]:  # type: ignore[override]  # per instance
         """The job features, and the operations this transport (and a journal, if any) allow."""
-        return JOB_CAPABILITIES | self.operations.capabilities()
+        job_capabilities = JOB_CAPABILITIES if _BATCHES else JOB_CAPABILITIES - {Capability.BULK}
+        return job_capabilities | self.operations.capabilities()
 
     @property
     def notes(self) -> Mapping[str, str]:  # type: ignore[override]
         notes = {**_JOB_NOTES, **self.operations.notes()}
+        if not _BATCHES:
+            notes[Capability.BULK.value] = "kombu before 5.7 has no Producer.batch(): one publish per job"
         if self.existing_queues is not None and self.existing_queues.foreign:
             foreign = ", ".join(sorted(self.existing_queues.foreign))
             notes[Capability.PRIORITY.value] += (
@@ -302,7 +310,10 @@ class CeleryAdapter(Adapter):
         return self._publish(envelope, at, options)
 
     def enqueue_all(self, requests: Sequence[EnqueueRequest]) -> list[str | None]:
-        """Every job through one producer; on Redis, kombu's batch sends them in one pipeline."""
+        """Every job through one producer; on Redis, kombu's batch sends them in one pipeline.
+        Before kombu 5.7 there is no batch: one publish per job, as any adapter without bulk."""
+        if not _BATCHES:
+            return super().enqueue_all(requests)
         try:
             with self.app.producer_or_acquire() as producer, producer.batch():
                 ids: list[str | None] = [
@@ -471,7 +482,9 @@ class CeleryAdapter(Adapter):
                     channel.queue_purge(name)  # kombu's Redis queue_delete only knows this channel's bindings
                     # The exchange Celery made for the queue (named like it) and its bindings.
                     prefix = channel.global_keyprefix
-                    bindings = (channel.keyprefix_queue, channel.keyprefix_binding_permanent)
+                    # kombu 5.7 also keeps the bindings of queues without an expiry in a set of their own.
+                    permanent = getattr(channel, "keyprefix_binding_permanent", None)
+                    bindings = [channel.keyprefix_queue, *([permanent] if permanent else [])]
                     channel.client.delete(*(prefix + binding % (name,) for binding in bindings))
                 else:
                     channel.queue_delete(name)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.app import trace  # type: ignore[import-untyped]
 from celery.exceptions import CPendingDeprecationWarning  # type: ignore[import-untyped]
-from celery.worker.consumer.consumer import Consumer  # type: ignore[import-untyped]
+from celery.worker.consumer.consumer import CONNECTION_RETRY, Consumer  # type: ignore[import-untyped]
 
 if TYPE_CHECKING:
     from jobadapter_celery.adapter import CeleryAdapter
@@ -113,6 +113,24 @@ class OneLineAckFailures(logging.Filter):
             record.exc_info = None
             record.exc_text = None
             record.msg = f"{record.msg} (the broker keeps the message: the job will run again)"
+        return True
+
+
+class OneLineConnectionLoss(logging.Filter):
+    """A lost broker connection in one line with its error, not the traceback (Celery 5.6).
+
+    Celery 5.6 logs "Connection to broker lost" with the whole chain of
+    redis-py's retries (three tracebacks, some 80 lines) at every outage;
+    Celery 5.7 logs the same line with the error, and the traceback at DEBUG.
+    This gives 5.6 the line 5.7 writes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and record.msg == CONNECTION_RETRY and not record.args:
+            record.exc_info = None
+            record.exc_text = None
+            record.msg = f"{CONNECTION_RETRY} ({error!r})"
         return True
 
 

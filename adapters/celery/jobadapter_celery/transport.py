@@ -58,6 +58,9 @@ _logger = logging.getLogger("jobadapter")
 
 # kombu's Redis classes are only partly typed: subclass and call them as Any.
 _RedisChannel: Any = kombu_redis.Channel
+_FLUSHES_REAUTH = hasattr(_RedisChannel, "_flush_brpop_reauth")
+"""kombu 5.7 holds back re-authentication tokens while a fetch is in flight and sends them after
+it (``_flush_brpop_reauth``); kombu 5.5 has no such step."""
 _RedisQoS: Any = kombu_redis.QoS
 _RedisTransport: Any = kombu_redis.Transport
 _VirtualQoS: Any = virtual.QoS
@@ -266,7 +269,8 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         finally:
             self._in_poll = None
             self._waiting = False
-            self._flush_brpop_reauth()
+            if _FLUSHES_REAUTH:
+                self._flush_brpop_reauth()
         if waiting:
             self._idle_until = 0.0
             raise Empty()

@@ -42,7 +42,12 @@ from jobadapter.errors import ConfigurationError, InvalidEnvelope
 from jobadapter.execution import execute
 from jobadapter.worker_logging import announce_ready
 from jobadapter_celery.adapter import RAW_TASK, arguments_repr
-from jobadapter_celery.consumer import ActiveJobLinesSuffice, OneLineAckFailures, consumer_class
+from jobadapter_celery.consumer import (
+    ActiveJobLinesSuffice,
+    OneLineAckFailures,
+    OneLineConnectionLoss,
+    consumer_class,
+)
 from jobadapter_celery.transport import Transport, dead_letter_rejects
 
 if TYPE_CHECKING:
@@ -332,6 +337,7 @@ def run(adapter: CeleryAdapter, queues: list[str], concurrency: int) -> None:
     app.conf.broker_connection_max_retries = None  # outlive a broker outage of any length
     app.conf.worker_enable_prefetch_count_reduction = False  # moot at a multiplier of 1; one line less
     logging.getLogger("celery.worker.request").addFilter(OneLineAckFailures())
+    logging.getLogger("celery.worker.consumer.consumer").addFilter(OneLineConnectionLoss())
     for per_task in ("celery.worker.strategy", "celery.app.trace"):
         logging.getLogger(per_task).addFilter(ActiveJobLinesSuffice())
     _logger.debug("Celery tasks for jobadapter: %s", ", ".join(names))

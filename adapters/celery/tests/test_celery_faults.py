@@ -8,6 +8,7 @@ jobs (``jobadapter.faults.jobs``).
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -17,10 +18,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from celery.worker.consumer.consumer import CONNECTION_RETRY  # type: ignore[import-untyped]
 from jobadapter_celery.adapter import CeleryAdapter
+from jobadapter_celery.consumer import OneLineConnectionLoss
 from jobadapter_celery.transport import Transport
 from jobadapter_celery.worker import Lifeline
 from kombu import Connection
@@ -131,6 +135,15 @@ def test_a_kill_storm_loses_no_job(private_redis: PrivateRedis, probe: Probe) ->
     assert lost == []
 
 
+def _poller_connection(pool: Any) -> Any:
+    """A connection taken from the pool as kombu's poller takes it (redis-py before 5.3 wants a
+    command name, which later versions deprecate)."""
+    try:
+        return pool.get_connection()
+    except TypeError:
+        return pool.get_connection("_")
+
+
 def test_the_fetch_records_a_message_before_the_worker_reads_it(private_redis: PrivateRedis) -> None:
     """The crash point of kombu's BRPOP: the message is popped, its reply not yet read.
 
@@ -149,7 +162,7 @@ def test_the_fetch_records_a_message_before_the_worker_reads_it(private_redis: P
             channel.basic_consume(queue, False, lambda message: None, "tag")
             producer = connection.Producer(channel)
             producer.publish({"hello": queue}, routing_key=queue, exchange="", declare=[])
-            channel.client.connection = channel.client.connection_pool.get_connection()  # as the poller does
+            channel.client.connection = _poller_connection(channel.client.connection_pool)
             channel._brpop_start()  # the fetch is on the wire; its reply is never read
             deadline = time.monotonic() + 5
             while client.llen(queue) and time.monotonic() < deadline:
@@ -187,7 +200,7 @@ def test_a_fetch_whose_reply_was_lost_is_given_back_by_the_reconnected_worker(
         channel = connection.channel()
         channel.basic_consume(queue, False, lambda message: None, "tag")
         connection.Producer(channel).publish({"hello": queue}, routing_key=queue, exchange="", declare=[])
-        channel.client.connection = channel.client.connection_pool.get_connection()
+        channel.client.connection = _poller_connection(channel.client.connection_pool)
         channel._brpop_start()
         deadline = time.monotonic() + 5
         while client.llen(queue) and time.monotonic() < deadline:
@@ -338,6 +351,28 @@ def test_enqueue_while_redis_is_down_raises_within_a_bound(private_redis: Privat
         assert time.monotonic() - started < 10
     finally:
         adapter.close()
+
+
+def test_a_lost_connection_is_logged_in_one_line_with_its_error() -> None:
+    """Celery 5.6 logs a lost broker connection with redis-py's whole chain of tracebacks; the
+    worker's filter makes it the line Celery 5.7 writes: the notice and the error."""
+    try:
+        raise ConnectionError("Connection closed by server.")
+    except ConnectionError:
+        record = logging.LogRecord(
+            "celery.worker.consumer.consumer",
+            logging.WARNING,
+            __file__,
+            1,
+            CONNECTION_RETRY,
+            (),
+            sys.exc_info(),
+        )
+    assert OneLineConnectionLoss().filter(record)
+    assert record.exc_info is None
+    assert record.getMessage() == f"{CONNECTION_RETRY} (ConnectionError('Connection closed by server.'))"
+    other = logging.LogRecord("celery", logging.ERROR, __file__, 1, "consumer: Cannot connect", (), None)
+    assert OneLineConnectionLoss().filter(other) and other.getMessage() == "consumer: Cannot connect"
 
 
 @pytest.mark.parametrize("broker", ["redis", "amqp"])

@@ -53,11 +53,13 @@ import pika  # type: ignore[import-untyped]
 import pika.exceptions  # type: ignore[import-untyped]
 import redis
 from dramatiq import Message
+from dramatiq import middleware as dramatiq_middleware
 from dramatiq.broker import Broker
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import BrokerError
+from dramatiq.middleware import Middleware
 
 from jobadapter.adapters.base import (
     JOB_CAPABILITIES,
@@ -379,7 +381,10 @@ class RabbitmqAdapter(RabbitmqOperations, DramatiqAdapter):
         max_priority = int(_number(settings["max_priority"], 10, "max_priority"))
         confirm = str(settings["confirm_delivery"] or "true").lower() not in ("0", "false", "no")
         return RabbitmqBroker(
-            url=_pika_url(url, self._option_names()), confirm_delivery=confirm, max_priority=max_priority
+            url=_pika_url(url, self._option_names()),
+            confirm_delivery=confirm,
+            max_priority=max_priority,
+            middleware=default_middleware(),
         )
 
     def broker_priority(self, priority: int | None) -> int | None:
@@ -564,6 +569,7 @@ class RedisAdapter(RedisOperations, DramatiqAdapter):
         )
         return RedisBroker(  # type: ignore[no-untyped-call]
             client=client,
+            middleware=default_middleware(),
             namespace=settings["namespace"] or "dramatiq",
             heartbeat_timeout=int(_number(settings["heartbeat_timeout"], 15.0, "heartbeat_timeout") * 1000),
             maintenance_chance=int(_number(settings["maintenance_chance"], 100000, "maintenance_chance")),
@@ -578,7 +584,7 @@ class RedisAdapter(RedisOperations, DramatiqAdapter):
     def _publish_batch(self, batch: Sequence[tuple[Message[Any], int | None]]) -> None:
         """Run Dramatiq's own enqueue script once per message, all in one MULTI round trip.
 
-        The script's arguments follow `RedisBroker._dispatch` (Dramatiq 2.x); maintenance
+        The script's arguments follow `RedisBroker._dispatch` (the same in Dramatiq 1.17 and 2.x); maintenance
         is off for these calls, so the unpack limit it takes is unused.
         """
         broker = self.broker
@@ -720,6 +726,17 @@ def _attached_broker(url: AdapterURL, given: object) -> Broker | None:
     if not isinstance(found, (RabbitmqBroker, RedisBroker)):
         raise ConfigurationError(f"{reference!r} is {found!r}, not a Dramatiq RabbitmqBroker or RedisBroker")
     return found
+
+
+def default_middleware() -> list[Middleware]:
+    """Dramatiq's default middleware, without ``Prometheus``: Dramatiq 1.x lists it by default,
+    and it fails with a traceback before and after every message unless Dramatiq's own command
+    line boots it (Dramatiq 2.x leaves it out)."""
+    return [
+        middleware()
+        for middleware in dramatiq_middleware.default_middleware
+        if middleware.__name__ != "Prometheus"
+    ]
 
 
 def _pika_url(url: AdapterURL, names: Sequence[str]) -> str:

@@ -34,6 +34,8 @@ marks it).
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import logging
 import threading
 import time
@@ -46,7 +48,12 @@ from dramatiq.broker import Broker, Consumer, MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff, current_millis, q_name, xq_name
-from dramatiq.errors import BrokerConnectionError, ConnectionClosed
+from dramatiq.errors import ConnectionClosed
+
+try:
+    from dramatiq.errors import BrokerConnectionError
+except ImportError:  # Dramatiq before 2.1: the same class under its old name
+    from dramatiq.errors import ConnectionError as BrokerConnectionError  # type: ignore[no-redef]
 
 from jobadapter_dramatiq.adapter import DramatiqAdapter, RabbitmqAdapter
 from jobadapter_dramatiq.operations import PAUSE_POLL
@@ -199,7 +206,7 @@ def install(broker: Broker, guard: Guard) -> None:
 
         def consume(queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
             broker.declare_queue(queue_name, ensure=True)
-            consumer = GuardedRabbitmqConsumer(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+            consumer = GuardedRabbitmqConsumer(broker, queue_name, prefetch, timeout)
             consumer.guard = guard
             guard.outage.reached()
             return consumer
@@ -216,6 +223,39 @@ def install(broker: Broker, guard: Guard) -> None:
         raise TypeError(f"no guarded consumer for {type(broker).__name__}")
     # An attribute of this broker object, not its class: an attached broker stays the app's type.
     broker.consume = consume  # type: ignore[method-assign]
+
+
+_ARRIVALS = itertools.count()
+
+
+class _InArrivalOrder:
+    """A message proxy that sorts by when its consumer received it.
+
+    A worker queues the messages it prefetched by (actor priority, message) and,
+    before Dramatiq 2.2, compares two proxies of equal priority as "always
+    less": ties ran in no fixed order, so the order the broker delivered in
+    (RabbitMQ's priority order, a queue's first in, first out) was lost among
+    prefetched messages. Dramatiq 2.2 breaks ties by arrival itself and never
+    compares the proxies; these give 1.x the same order."""
+
+    _arrival: int
+
+    def __lt__(self, other: object) -> bool:
+        return self._arrival < getattr(other, "_arrival", self._arrival + 1)
+
+
+class _RedisProxy(_InArrivalOrder, MessageProxy):
+    pass
+
+
+class _RabbitmqProxy(_InArrivalOrder, _RabbitmqMessage):
+    pass
+
+
+def _arrived(proxy: _InArrivalOrder) -> MessageProxy:
+    proxy._arrival = next(_ARRIVALS)
+    assert isinstance(proxy, MessageProxy)
+    return proxy
 
 
 class GuardedRedisConsumer(_RedisConsumer):
@@ -251,7 +291,7 @@ class GuardedRedisConsumer(_RedisConsumer):
                 self.queued_message_ids.add(message.message_id)
                 if message.options.get("eta") is None:  # for a worker thread, not the delay queue
                     self.guard.hold(self.queue_name, message.options["redis_message_id"])
-                return MessageProxy(message)
+                return _arrived(_RedisProxy(message))
         except _REDIS_DOWN as error:
             raise _closed(error) from None
 
@@ -355,10 +395,36 @@ class GuardedRedisConsumer(_RedisConsumer):
             raise _closed(error) from None
 
 
+_BROKER_PASSED = "broker" in inspect.signature(_RabbitmqConsumer.__init__).parameters
+"""Dramatiq 2.2 builds its RabbitMQ consumer from the broker; earlier versions from the
+connection parameters, keeping neither the broker nor the queue name, which this consumer reads."""
+
+
 class GuardedRabbitmqConsumer(_RabbitmqConsumer):
     """Dramatiq's RabbitMQ consumer, with every delivery checked (see the module docstring)."""
 
     guard: Guard
+
+    def __init__(self, broker: RabbitmqBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        if _BROKER_PASSED:
+            super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        else:
+            super().__init__(broker.parameters, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+            self.broker, self.queue_name = broker, queue_name
+
+    def close(self) -> None:
+        """Dramatiq's. Before 2.2, Dramatiq waits for the callbacks of a connection the broker
+        already closed, fails, and logs a traceback at every outage; there is nothing to wait for."""
+        if _BROKER_PASSED or self.connection.is_open:
+            super().close()  # type: ignore[no-untyped-call]
+            return
+        try:
+            self.channel.close()
+            self.connection.close()
+        except (pika.exceptions.ChannelWrongStateError, pika.exceptions.ConnectionWrongStateError):
+            pass  # already closed
+        except (AssertionError, *_AMQP_ERRORS) as error:
+            raise _closed(error) from None
 
     def __next__(self) -> MessageProxy | None:
         if self.guard.paused(self.queue_name):
@@ -383,10 +449,7 @@ class GuardedRabbitmqConsumer(_RabbitmqConsumer):
             self._reject(method.delivery_tag, body, str(rejected))
             return None
         self.known_tags.add(method.delivery_tag)
-        proxy: MessageProxy = _RabbitmqMessage(  # type: ignore[no-untyped-call]
-            method.redelivered, method.delivery_tag, message
-        )
-        return proxy
+        return _arrived(_RabbitmqProxy(method.redelivered, method.delivery_tag, message))  # type: ignore[no-untyped-call]
 
     def _reject(self, tag: int, body: bytes, reason: str) -> None:
         """Publish the rejection record to ``<queue>.XQ`` (confirmed), then acknowledge the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import time
 import uuid
@@ -15,6 +16,7 @@ import pytest
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from jobadapter_dramatiq.adapter import ETA_OPTION, DramatiqAdapter, RabbitmqAdapter, RedisAdapter
+from jobadapter_dramatiq.consumers import _arrived, _RedisProxy
 from redis import Redis
 
 from jobadapter import ConfigurationError, EnqueueError, Job, config, perform_all_later
@@ -253,3 +255,13 @@ def test_processes_run_jobs_and_stop_warmly(redis_url: str, redis_db: Redis, tmp
             assert worker.terminate() == 0
     finally:
         backend.close()
+
+
+def test_prefetched_messages_of_equal_priority_keep_their_arrival_order() -> None:
+    """A worker queues prefetched messages by (priority, message); Dramatiq before 2.2 compared
+    two proxies as always "less", so ties came out in no fixed order and the broker's order (a
+    queue's FIFO, RabbitMQ's priorities) was lost. The worker's proxies sort by arrival."""
+    work: queue.PriorityQueue[tuple[int, object]] = queue.PriorityQueue()
+    for n in range(6):
+        work.put((0, _arrived(_RedisProxy(Message("q", "a", (n,), {}, {})))))
+    assert [work.get()[1].args for _ in range(6)] == [(n,) for n in range(6)]  # type: ignore[attr-defined]

@@ -121,8 +121,9 @@ def test_redis_discard_run_now_retry_with_a_worker(redis_backend: Backend) -> No
     client = _redis(redis_backend)
     with redis_backend.worker([queue]):
         slow = SlowJob.set(queue=queue).perform_later(label, 1.5)
-        held = RecordJob.set(queue=queue).perform_later(label, "prefetched")
         _until(lambda: probe.count(label, "started") == 1, "the slow job to start")
+        # Enqueued once the slow job runs: Dramatiq 1.x runs prefetched jobs in no fixed order.
+        held = RecordJob.set(queue=queue).perform_later(label, "prefetched")
         _until(lambda: client.llen(f"dramatiq:{queue}") == 0, "the worker to prefetch")
         running = adapter.find(slow.job_id)
         assert running.state is JobState.RUNNING and running.worker and running.started_at
@@ -175,10 +176,13 @@ def test_redis_pause_and_resume_across_workers(redis_backend: Backend) -> None:
     probe = redis_backend.probe
     queue = redis_backend.queue("paused")
     label = redis_backend.label_for("paused")
+    client = _redis(redis_backend)
     with redis_backend.worker([queue], concurrency=1):
         SlowJob.set(queue=queue).perform_later(label, 1.0)
-        prefetched = RecordJob.set(queue=queue).perform_later(label, "prefetched")
         _until(lambda: probe.count(label, "started") == 1, "the slow job to start")
+        # Enqueued once the slow job runs: Dramatiq 1.x runs prefetched jobs in no fixed order.
+        prefetched = RecordJob.set(queue=queue).perform_later(label, "prefetched")
+        _until(lambda: client.llen(f"dramatiq:{queue}") == 0, "the worker to prefetch")
         adapter.pause(queue)
         paused_at = time.monotonic()
         assert {info.name: info.paused for info in adapter.queues()}[queue]

@@ -60,7 +60,7 @@ from jobadapter.errors import ConfigurationError, EnqueueError, UnknownJobError
 from jobadapter.faults.hostile import HostileMessage
 from jobadapter.operations import JobError
 from jobadapter_rq import worker as rq_worker
-from jobadapter_rq.failures import failed_entries
+from jobadapter_rq.failures import expire_with_last_entry, failed_entries
 from jobadapter_rq.fetch import push_wake, wake_key
 from jobadapter_rq.hostile import native_kinds
 from jobadapter_rq.names import band_queue_name, base_queue_name, consumed_queue_names, retry_id
@@ -70,7 +70,13 @@ from jobadapter_rq.pool import JobAdapterPool
 if TYPE_CHECKING:
     from jobadapter.migrate.ledger import Ledger
 
-_OUR_OPTIONS = ("abandoned_retries", "abandoned_check_interval", "connect_timeout", "socket_timeout")
+_OUR_OPTIONS = (
+    "abandoned_retries",
+    "abandoned_check_interval",
+    "connect_timeout",
+    "socket_timeout",
+    "failure_ttl",
+)
 
 
 class RQAdapter(RQOperations):
@@ -125,6 +131,13 @@ class RQAdapter(RQOperations):
                 "rq", "abandoned_check_interval", settings["abandoned_check_interval"], 5, whole=True
             )
         )
+        self.failure_ttl = int(
+            option_number("rq", "failure_ttl", settings["failure_ttl"], DEFAULT_FAILURE_TTL, whole=True)
+        )
+        """Seconds a failed job stays in the failed store: its hash, its failed-registry entry and
+        its result stream (RQ gives the stream no expiry when a job sets no ``failure_ttl``)."""
+        if self.failure_ttl < 1:
+            raise ConfigurationError("rq option failure_ttl must be 1 second or more (Redis deletes at 0)")
         self.connection = Redis.from_url(
             url.target_without(_OUR_OPTIONS),
             socket_connect_timeout=option_number("rq", "connect_timeout", settings["connect_timeout"], 2.0),
@@ -170,7 +183,7 @@ class RQAdapter(RQOperations):
     def enqueue_failed(self, envelopes: Sequence[tuple[Envelope, JobError]]) -> None:
         """Each job as RQ keeps a job that failed: status ``failed``, the error in ``exc_info``
         (where `failures.reason_text` reads it), its id in the band's FailedJobRegistry for
-        RQ's default ``failure_ttl``; all in one Redis transaction."""
+        the adapter's ``failure_ttl``; all in one Redis transaction."""
         now = datetime.now(timezone.utc)
         try:
             with self.connection.pipeline() as pipeline:
@@ -181,9 +194,10 @@ class RQAdapter(RQOperations):
                     pipeline.sadd(queue.redis_queues_keys, queue.key)
                     job.save(pipeline=pipeline)
                     pipeline.hset(job.key, "exc_info", _error_text(error))
-                    pipeline.expire(job.key, DEFAULT_FAILURE_TTL)
+                    pipeline.expire(job.key, self.failure_ttl)
                     failed_registry = FailedJobRegistry(queue=queue)
-                    pipeline.zadd(failed_registry.key, {job.id: now.timestamp() + DEFAULT_FAILURE_TTL})
+                    pipeline.zadd(failed_registry.key, {job.id: now.timestamp() + self.failure_ttl})
+                    expire_with_last_entry(pipeline, failed_registry.key)
                 pipeline.execute()
         except RedisError as error:
             raise EnqueueError(f"Redis refused {len(envelopes)} failed jobs: {error}") from error
@@ -238,7 +252,7 @@ class RQAdapter(RQOperations):
             timeout=options.get("timeout"),
             ttl=options.get("ttl"),
             result_ttl=options.get("result_ttl"),
-            failure_ttl=options.get("failure_ttl"),
+            failure_ttl=options.get("failure_ttl", self.failure_ttl),
             status=JobStatus.QUEUED if at is None else JobStatus.SCHEDULED,
         )
         return queue, job
@@ -256,6 +270,7 @@ class RQAdapter(RQOperations):
             {
                 "abandoned_retries": self.abandoned_retries,
                 "abandoned_check_interval": self.abandoned_check_interval,
+                "failure_ttl": self.failure_ttl,
                 "announces_ready": concurrency == 1,
             },
         )

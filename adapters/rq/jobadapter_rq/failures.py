@@ -21,6 +21,7 @@ from base64 import b64decode
 from datetime import datetime, timezone
 
 from redis import Redis
+from redis.client import Pipeline
 from rq import Queue
 from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.job import Job as RQJob
@@ -39,9 +40,15 @@ bomb on every call would make listing failures slow)."""
 
 
 def record_unreadable(
-    connection: Redis, queue: Queue, job_id: bytes, reason: str, processing: tuple[str, bytes] | None
+    connection: Redis,
+    queue: Queue,
+    job_id: bytes,
+    reason: str,
+    processing: tuple[str, bytes] | None,
+    failure_ttl: int = DEFAULT_FAILURE_TTL,
 ) -> None:
-    """Fail the id ``job_id`` taken from ``queue`` with ``reason``, without reading its hash."""
+    """Fail the id ``job_id`` taken from ``queue`` with ``reason``, without reading its hash; the
+    record expires after ``failure_ttl`` seconds."""
     now = datetime.now(timezone.utc)
     key = RQJob.redis_job_namespace_prefix.encode() + job_id
     with connection.pipeline() as pipeline:
@@ -49,11 +56,31 @@ def record_unreadable(
         pipeline.hsetnx(key, "created_at", utcformat(now))
         pipeline.hsetnx(key, "description", "unreadable RQ job")
         pipeline.hset(key, mapping={"status": "failed", "ended_at": utcformat(now), "exc_info": reason})
-        pipeline.expire(key, DEFAULT_FAILURE_TTL)
-        pipeline.zadd(FailedJobRegistry(queue=queue).key, {job_id: now.timestamp() + DEFAULT_FAILURE_TTL})
+        pipeline.expire(key, failure_ttl)
+        pipeline.zadd(FailedJobRegistry(queue=queue).key, {job_id: now.timestamp() + failure_ttl})
+        expire_with_last_entry(pipeline, FailedJobRegistry(queue=queue).key)
         if processing is not None:
             pipeline.lrem(processing[0], 1, processing[1])  # type: ignore[arg-type]
         pipeline.execute()
+
+
+_EXPIRE_WITH_LAST_ENTRY = """
+if redis.call('ZCOUNT', KEYS[1], '-inf', '(0') > 0 then return redis.call('PERSIST', KEYS[1]) end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if #last == 0 then return 0 end
+local at = tonumber(last[2])
+if at == nil or at == math.huge then return redis.call('PERSIST', KEYS[1]) end
+return redis.call('EXPIREAT', KEYS[1], math.floor(at) + 1)
+"""
+"""KEYS: a failed registry. Its entries are scored by when they expire (negative or +inf:
+never); the sorted set itself had no expiry, so the registry of a queue no worker serves any
+more stayed in Redis for good. This gives it the expiry of its last entry."""
+
+
+def expire_with_last_entry(client: Redis | Pipeline, registry_key: str) -> None:
+    """Make ``registry_key`` (a failed registry) expire when its last entry does, or never if an
+    entry never does; inside ``client``'s transaction when it is a pipeline."""
+    client.register_script(_EXPIRE_WITH_LAST_ENTRY)(keys=[registry_key], client=client)
 
 
 def failed_entries(connection: Redis) -> list[tuple[str, str]]:

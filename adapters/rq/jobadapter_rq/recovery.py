@@ -21,6 +21,7 @@ from rq.executions import Execution
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.utils import utcformat
 
+from jobadapter_rq.failures import expire_with_last_entry
 from jobadapter_rq.fetch import WAKE_TOKENS, give_back_dead, wake_key
 
 ABANDONED_COUNT = "jobadapter_abandoned"
@@ -48,7 +49,7 @@ job id, limit, failed score, now, failure TTL, wake cap, count field. Returns fa
 sweep took the entry, 0 for a job whose hash is gone, -n when it failed, n when given back."""
 
 
-def requeue_abandoned(queue: Queue, limit: int) -> int:
+def requeue_abandoned(queue: Queue, limit: int, failure_ttl: int = DEFAULT_FAILURE_TTL) -> int:
     """Give back to ``queue`` the jobs its dead workers left started; returns how many.
 
     A started job counts as abandoned when its heartbeat expired, when its
@@ -65,15 +66,18 @@ def requeue_abandoned(queue: Queue, limit: int) -> int:
         job_id, _, execution_id = composite.decode(errors="replace").partition(":")
         if expiry > now and worker_alive(connection, _execution_worker(connection, job_id, execution_id)):
             continue
-        moved = give_back_started(queue, composite, limit)
+        moved = give_back_started(queue, composite, limit, failure_ttl)
         if moved is not None and moved > 0:
             given_back += 1
     return given_back
 
 
-def give_back_started(queue: Queue, composite: bytes | str, limit: int) -> int | None:
+def give_back_started(
+    queue: Queue, composite: bytes | str, limit: int, failure_ttl: int = DEFAULT_FAILURE_TTL
+) -> int | None:
     """Move one started-registry entry (``<job id>:<execution id>``) back to the front of
-    ``queue``, or to the failed registry once it was given back ``limit`` times.
+    ``queue``, or to the failed registry (for ``failure_ttl`` seconds) once it was given back
+    ``limit`` times.
 
     Returns None when the entry is no longer in the started registry (another
     sweep took it), 0 when the job's hash is gone, -n when the job failed for
@@ -96,13 +100,15 @@ def give_back_started(queue: Queue, composite: bytes | str, limit: int) -> int |
             key,
             job_id,
             limit,
-            now.timestamp() + DEFAULT_FAILURE_TTL,
+            now.timestamp() + failure_ttl,
             utcformat(now),
-            DEFAULT_FAILURE_TTL,
+            failure_ttl,
             WAKE_TOKENS,
             ABANDONED_COUNT,
         ],
     )
+    if isinstance(moved, int) and moved < 0:
+        expire_with_last_entry(connection, FailedJobRegistry(queue=queue).key)
     return moved if isinstance(moved, int) else None
 
 

@@ -20,6 +20,7 @@ any other callable *before* RQ resolves it, so a job planted in Redis naming
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import time
@@ -31,17 +32,24 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue, Worker, get_current_job
-from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.defaults import DEFAULT_FAILURE_TTL, DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import JOB_ID_PATTERN, JobStatus
 from rq.job import Job as RQJob
+from rq.registry import FailedJobRegistry
 from rq.utils import now
 from rq.worker import WorkerStatus
 
 from jobadapter.execution import execute
 from jobadapter.worker_logging import announce_ready
-from jobadapter_rq.failures import MAX_DATA_BYTES, inflate, record_reason, record_unreadable
+from jobadapter_rq.failures import (
+    MAX_DATA_BYTES,
+    expire_with_last_entry,
+    inflate,
+    record_reason,
+    record_unreadable,
+)
 from jobadapter_rq.fetch import WAIT_SECONDS, Fetcher, entry, give_back_dead
 from jobadapter_rq.outage import LONGEST_PAUSE, UNREACHABLE, Outage
 from jobadapter_rq.recovery import give_back_started, give_back_taken, requeue_abandoned
@@ -53,6 +61,12 @@ if TYPE_CHECKING:
 ENTRY_POINT = "jobadapter_rq.worker.perform"
 HEARTBEAT_SECONDS = 30.0
 """How often an idle worker renews its registration (RQ's expires after 480 s)."""
+
+EXECUTION_PASSED = "execution" in inspect.signature(Worker.monitor_work_horse).parameters
+"""RQ 3 hands a job's `Execution` from call to call (``monitor_work_horse``,
+``handle_job_failure``, ``maintain_heartbeats``); RQ 2 keeps it in ``worker.execution``.
+`JobAdapterWorker` takes it the RQ 3 way and passes it on in whichever way the installed RQ
+expects, so one worker runs on both."""
 
 _adapter: RQAdapter | None = None
 _T = TypeVar("_T")
@@ -152,6 +166,8 @@ class JobAdapterWorker(Worker):
 
     abandoned_retries = 3
     abandoned_check_interval = 5
+    failure_ttl = DEFAULT_FAILURE_TTL
+    """Seconds a job this worker fails stays in the failed store (the adapter's ``failure_ttl``)."""
     announces_ready = True
     """Whether this worker logs "ready" once it listens (a pool's workers leave it to the pool)."""
 
@@ -269,7 +285,9 @@ class JobAdapterWorker(Worker):
             return job, queue
         self.log.error("Worker %s: %s", self.name, reason)
         taken = (self.fetcher.processing_key, self._taken)
-        self._through_outage(lambda: record_unreadable(self.connection, queue, job_id, reason, taken))
+        self._through_outage(
+            lambda: record_unreadable(self.connection, queue, job_id, reason, taken, self.failure_ttl)
+        )
         self._taken = None
         return None
 
@@ -311,31 +329,38 @@ class JobAdapterWorker(Worker):
         """Refuse a foreign job here, in the parent, before a work horse is forked for it."""
         reason = refusal(job)
         if reason is None:
-            self._through_outage(lambda: self.prepare_execution(job))
+            execution = self._through_outage(lambda: self.prepare_execution(job))
             self.fork_work_horse(job, queue)
-            self.monitor_work_horse(job, queue)
+            self.monitor_work_horse(job, queue, execution)
         else:
             self.log.error("Worker %s: %s (RQ job %s)", self.name, reason, job.id)
             disarm(job)
-            self._through_outage(lambda: self.prepare_execution(job))
-            self._through_outage(lambda: self._fail(job, queue, reason))
+            execution = self._through_outage(lambda: self.prepare_execution(job))
+            self._through_outage(lambda: self._fail(job, queue, execution, reason))
         self.set_state(WorkerStatus.IDLE)
 
-    def _fail(self, job: RQJob, queue: Queue, reason: str) -> None:
+    def _fail(self, job: RQJob, queue: Queue, execution: Execution, reason: str) -> None:
         self.prepare_job_execution(job, remove_from_intermediate_queue=False)
         job._status = JobStatus.FAILED
         self.handle_job_failure(
-            job=job, queue=queue, started_job_registry=queue.started_job_registry, exc_string=reason
+            job=job,
+            queue=queue,
+            started_job_registry=queue.started_job_registry,
+            exc_string=reason,
+            execution=execution,
         )
 
-    def monitor_work_horse(self, job: RQJob, queue: Queue) -> None:
+    def monitor_work_horse(self, job: RQJob, queue: Queue, execution: Execution) -> None:
         """RQ's, except that a horse ended during an outage is settled once Redis is back
         (RQ would quit on the error, leaving the job started)."""
         try:
-            super().monitor_work_horse(job, queue)
+            if EXECUTION_PASSED:
+                super().monitor_work_horse(job, queue, execution)
+            else:
+                super().monitor_work_horse(job, queue)  # type: ignore[call-arg]
         except UNREACHABLE as error:
             self.outage.down(error)
-            self._through_outage(lambda: self._settle(job, queue))
+            self._through_outage(lambda: self._settle(job, queue, execution))
 
     def handle_work_horse_killed(self, job: RQJob, retpid: int, ret_val: int, rusage: Any) -> None:
         """RQ's hook for a horse that ended without recording the job's outcome (SIGKILL, the
@@ -345,29 +370,51 @@ class JobAdapterWorker(Worker):
         self._horse_died = True
 
     def handle_job_failure(
-        self, job: RQJob, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+        self,
+        job: RQJob,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
     ) -> None:
+        """RQ's, keeping the error's reason beside the job; a horse that died is `_settle`d.
+        ``execution`` comes from RQ 3; RQ 2 reads ``self.execution``.
+
+        A job that names no ``failure_ttl`` (enqueued elsewhere, or planted) gets the adapter's:
+        RQ would keep its result stream forever. The failed registry then expires with its last
+        entry (`expire_with_last_entry`)."""
+        if execution is None:
+            execution = self.execution
+        if job.failure_ttl is None:
+            job.failure_ttl = self.failure_ttl
         if self._horse_died:
             self._horse_died = False
-            self._settle(job, queue)
+            self._settle(job, queue, execution)
             return
         error = sys.exc_info()[1]  # RQ calls this inside the except clause around the job
         if error is not None:
             with suppress(*UNREACHABLE):
                 record_reason(job, error)
-        super().handle_job_failure(job, queue, started_job_registry, exc_string)
+        if EXECUTION_PASSED:
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        else:
+            super().handle_job_failure(job, queue, started_job_registry, exc_string)
+        with suppress(*UNREACHABLE):
+            expire_with_last_entry(self.connection, FailedJobRegistry(queue=queue).key)
 
-    def _settle(self, job: RQJob, queue: Queue) -> None:
+    def _settle(self, job: RQJob, queue: Queue, execution: Execution | None) -> None:
         """A job whose horse ended without recording the outcome may not have run at all (the
         horse needs Redis to start it), or may have run: it goes back to the front of its queue,
         as a dead worker's would, counted against ``abandoned_retries`` (then failed with that
         reason). At-least-once: it may run twice; it is never failed for the broker's outage."""
         if job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED):
             return
-        execution = getattr(self, "execution", None)
         moved = None
         if execution is not None:
-            moved = give_back_started(queue, execution.composite_key, self.abandoned_retries)
+            moved = give_back_started(
+                queue, execution.composite_key, self.abandoned_retries, self.failure_ttl
+            )
+            self._forget(job, execution)
         if not moved:  # not in the started registry, or its hash is gone: enqueue it again as it is
             queue.enqueue_job(job, at_front=True)
         outcome = "failed it, given back too often" if moved and moved < 0 else "gave it back to its queue"
@@ -378,6 +425,14 @@ class JobAdapterWorker(Worker):
             outcome,
         )
 
+    def _forget(self, job: RQJob, execution: Execution) -> None:
+        """Drop the record of an execution that was settled rather than ended by RQ: its hash,
+        its place in the job's execution registry and (RQ 3) the worker's execution index."""
+        with self.connection.pipeline() as pipeline:
+            execution.delete(job=job, pipeline=pipeline)
+            pipeline.execute()
+        self.execution = None
+
     # -- maintenance and bookkeeping ------------------------------------------------------------
 
     def run_maintenance_tasks(self) -> None:
@@ -386,7 +441,7 @@ class JobAdapterWorker(Worker):
     def _maintain(self) -> None:
         give_back_taken(self.connection)
         for queue in self.queues:
-            requeue_abandoned(queue, self.abandoned_retries)
+            requeue_abandoned(queue, self.abandoned_retries, self.failure_ttl)
         super().run_maintenance_tasks()
 
     def check_for_suspension(self, burst: bool) -> None:
@@ -418,17 +473,22 @@ class JobAdapterWorker(Worker):
         except UNREACHABLE as error:
             self.outage.down(error)
 
-    def maintain_heartbeats(self, job: RQJob) -> None:
+    def maintain_heartbeats(self, job: RQJob, execution: Execution | None = None) -> None:
+        """Best effort: a heartbeat missed in an outage is harmless (``execution``: RQ 3 only)."""
         try:
-            super().maintain_heartbeats(job)
+            if EXECUTION_PASSED:
+                super().maintain_heartbeats(job, execution)  # type: ignore[arg-type]
+            else:
+                super().maintain_heartbeats(job)  # type: ignore[call-arg]
         except UNREACHABLE as error:
             self.outage.down(error)
 
     def set_current_job_working_time(
         self, current_job_working_time: float, pipeline: Pipeline | None = None
     ) -> None:
+        """Best effort, as the heartbeat (RQ 2 only: RQ 3 no longer stores the working time)."""
         try:
-            super().set_current_job_working_time(current_job_working_time, pipeline)
+            super().set_current_job_working_time(current_job_working_time, pipeline)  # type: ignore[misc]
         except UNREACHABLE as error:
             self.outage.down(error)
 
@@ -449,7 +509,11 @@ class JobAdapterWorker(Worker):
 
     def teardown(self) -> None:
         """RQ's, plus giving back a job taken but not started; best effort while Redis is down,
-        so a stop during an outage still ends the process."""
+        so a stop during an outage still ends the process. The scheduler process is stopped
+        first, as it needs no Redis (RQ 2 stopped it from the stop signal's handler; RQ 3 only
+        here, and an exit would wait for it forever)."""
+        if not self.is_horse:
+            self.stop_scheduler()
         try:
             if not self.is_horse:
                 give_back_dead(self.connection, lambda name: name != self.name)
@@ -458,6 +522,12 @@ class JobAdapterWorker(Worker):
             self.log.warning(
                 "Worker %s: stopped without unregistering: Redis is unreachable (%s)", self.name, error
             )
+
+    def stop_scheduler(self) -> None:
+        """RQ's, once: a scheduler process already ended is neither signalled nor joined again."""
+        process = self.scheduler._process if self.scheduler is not None else None
+        if process is not None and process.is_alive():
+            super().stop_scheduler()
 
     def _through_outage(self, action: Callable[[], _T]) -> _T:
         """``action()``, retried until Redis answers; a stop requested meanwhile ends the wait."""

@@ -26,6 +26,7 @@ from rq import Queue
 from rq.job import Callback
 from rq.job import Job as RQJob
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.webhook import Webhook
 
@@ -108,6 +109,7 @@ def test_a_due_job_is_stored_as_rq_stores_it(adapter: RQAdapter) -> None:
             description=f"{Greet.job_name}('Ada')",
             ttl=600,
             result_ttl=60,
+            failure_ttl=adapter.failure_ttl,
         )
     )
     stored = adapter.connection.hgetall(RQJob.key_for(ours.job_id))
@@ -244,6 +246,34 @@ def test_planted_jobs_are_refused_never_imported_and_recorded(
     assert any("cannot be decoded as JSON" in reason for reason in reasons)
 
 
+def test_what_a_failure_leaves_expires_after_the_failure_ttl(redis: Redis, url: str) -> None:
+    """The failed store is kept on purpose, but not forever: the job hash, its failed-registry
+    entry and its result stream (which RQ leaves without expiry when a job names no
+    ``failure_ttl``) expire after the URL's ``failure_ttl``, for a job that raised, a planted job
+    the worker refused, and an id without a hash; the registry's sorted set with its last entry."""
+    adapter = config.configure(url=f"{url}?failure_ttl=120")
+    assert isinstance(adapter, RQAdapter) and adapter.failure_ttl == 120
+    raised = Greet.set(queue="expiring").perform_later("unknown to the worker")  # UnknownJobError
+    queue = Queue("expiring", connection=redis, serializer=JSONSerializer)
+    planted = queue.enqueue("os.system", "true")  # names no failure_ttl
+    redis.rpush(queue.key, "no-such-hash")
+    _burst_worker(f"{url}?failure_ttl=120", "expiring")
+    failed = FailedJobRegistry(queue=queue)
+    ids = [raised.job_id, planted.id, "no-such-hash"]
+    assert sorted(failed.get_job_ids()) == sorted(ids)
+    now = time.time()
+    for job_id in ids:
+        assert 100 < redis.ttl(RQJob.key_for(job_id)) <= 120, job_id
+        expiry = redis.zscore(failed.key, job_id)
+        assert expiry is not None and now + 100 < expiry <= now + 121, job_id
+    assert 100 < redis.ttl(failed.key) <= 121  # the registry itself goes with its last entry
+    for job_id in (raised.job_id, planted.id):  # the ones RQ ran its failure handling for
+        assert redis.xlen(Result.get_key(job_id)) == 1
+        assert 100 < redis.ttl(Result.get_key(job_id)) <= 120, job_id
+    with pytest.raises(ConfigurationError, match="failure_ttl must be 1 second or more"):
+        config.configure(url=f"{url}?failure_ttl=0")
+
+
 class HorseJob(Job):
     job_name = "horse_jobs.HorseJob"
     queue_as = "horse"
@@ -290,9 +320,11 @@ def test_abandoned_jobs_go_back_a_bounded_number_of_times(adapter: RQAdapter) ->
     assert requeue_abandoned(queue, limit=1) == 1
     assert queue.job_ids == [job.job_id]
     worker_dies_running_it()
-    assert requeue_abandoned(queue, limit=1) == 0
+    assert requeue_abandoned(queue, limit=1, failure_ttl=300) == 0
     assert queue.job_ids == []
     assert adapter.status(job.job_id) == "failed"
+    assert 280 < adapter.connection.ttl(RQJob.key_for(job.job_id)) <= 300
+    assert 280 < adapter.connection.ttl(FailedJobRegistry(queue=queue).key) <= 301
     (reason,) = [reason for _, reason in adapter.failed()]
     assert "abandoned: its worker died 2 times" in reason
 

@@ -160,10 +160,11 @@ def test_a_job_whose_horse_ended_in_an_outage_goes_back_to_its_queue(adapter: RQ
     worker.register_birth()
     found = worker._load(*(worker.fetcher.take() or (b"", b"")))
     assert found is not None
-    worker.prepare_execution(found[0])
-    worker._settle(found[0], queue)
+    execution = worker.prepare_execution(found[0])
+    worker._settle(found[0], queue, execution)
     assert queue.job_ids == [job.job_id]
     assert StartedJobRegistry(queue=queue).get_job_ids() == []
+    assert not adapter.connection.exists(execution.key)  # the execution record goes with it
     assert adapter.connection.hget(f"rq:job:{job.job_id}", "jobadapter_abandoned") == b"1"
     assert adapter.status(job.job_id) == "queued"
 
