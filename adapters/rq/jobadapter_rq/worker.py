@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -60,6 +62,9 @@ if TYPE_CHECKING:
 
 ENTRY_POINT = "jobadapter_rq.worker.perform"
 HEARTBEAT_SECONDS = 30.0
+SCHEDULER_STOP_PATIENCE = 10.0
+"""Seconds `JobAdapterWorker.stop_scheduler` keeps asking the scheduler process to stop
+before it kills it."""
 """How often an idle worker renews its registration (RQ's expires after 480 s)."""
 
 EXECUTION_PASSED = "execution" in inspect.signature(Worker.monitor_work_horse).parameters
@@ -524,10 +529,24 @@ class JobAdapterWorker(Worker):
             )
 
     def stop_scheduler(self) -> None:
-        """RQ's, once: a scheduler process already ended is neither signalled nor joined again."""
+        """Stop the scheduler process, once, and for sure. RQ sends one SIGTERM and joins for
+        ever; a scheduler forked a moment before runs the worker's inherited handler until it
+        installs its own, so that one signal can be lost and the worker never exits (a CI run
+        saw a pool child hang so). The signal is sent again until the scheduler ends, and after
+        `SCHEDULER_STOP_PATIENCE` seconds it is killed (its lock expires by itself)."""
         process = self.scheduler._process if self.scheduler is not None else None
-        if process is not None and process.is_alive():
-            super().stop_scheduler()
+        if process is None or process.pid is None or not process.is_alive():
+            return
+        deadline = time.monotonic() + SCHEDULER_STOP_PATIENCE
+        while process.is_alive() and time.monotonic() < deadline:
+            with suppress(OSError):
+                os.kill(process.pid, signal.SIGTERM)
+            process.join(0.5)
+        if process.is_alive():
+            self.log.warning("Worker %s: the scheduler process did not stop; killing it", self.name)
+            with suppress(OSError):
+                os.kill(process.pid, signal.SIGKILL)
+            process.join()
 
     def _through_outage(self, action: Callable[[], _T]) -> _T:
         """``action()``, retried until Redis answers; a stop requested meanwhile ends the wait."""
