@@ -15,29 +15,15 @@ import os
 import uuid
 
 import django
-import psycopg
 from django.core.management import call_command
 
-SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-
-
-def _create(names: list[str]) -> None:
-    with psycopg.connect(SERVER, autocommit=True) as server:
-        for name in names:
-            server.execute(f'CREATE DATABASE "{name}"')
-
-
-def _drop(names: list[str]) -> None:
-    with psycopg.connect(SERVER, autocommit=True) as server:
-        for name in names:
-            server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
+from jobadapter.faults.brokers import create_databases, drop_databases
 
 DATABASE = f"jobadapter_django_{uuid.uuid4().hex[:12]}"
 NAMES = [DATABASE, f"{DATABASE}_other"]
 ENVIRONMENT = {"DJANGO_SETTINGS_MODULE": "tests.django_site.settings", "DJANGO_SITE_DATABASE": DATABASE}
-_create(NAMES)
-atexit.register(_drop, NAMES)
+create_databases(NAMES)
+atexit.register(drop_databases, NAMES)
 os.environ.update(ENVIRONMENT)
 try:
     django.setup()

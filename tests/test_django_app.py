@@ -19,7 +19,7 @@ from django.test import override_settings
 from jobadapter import RecordNotFound, config
 from jobadapter.arguments import deserialize_arguments, serialize_arguments
 from jobadapter.django import settings as jobadapter_settings
-from jobadapter.faults.brokers import PrivateRedis
+from jobadapter.faults.brokers import SHARED_POSTGRESQL, PrivateRedis
 from jobadapter.testing import JobRecorder
 from tests import django_support
 from tests.django_site.jobs import ShipOrder
@@ -137,7 +137,7 @@ def test_the_worker_command_survives_a_database_connection_closed_between_jobs(t
             ShipOrder.perform_later(first, str(shipped))
             _until(lambda: _lines(shipped) == 1, worker, log)
             backend = int(shipped.read_text().split()[1])
-            with psycopg.connect(django_support.SERVER, autocommit=True) as server:
+            with psycopg.connect(SHARED_POSTGRESQL, autocommit=True) as server:
                 server.execute("SELECT pg_terminate_backend(%s)", (backend,))
             ShipOrder.perform_later(second, str(shipped))
             _until(lambda: _lines(shipped) == 2, worker, log)

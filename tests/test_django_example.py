@@ -9,17 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from jobadapter.faults.brokers import PrivateRedis
+from jobadapter.faults.brokers import PrivateRedis, postgresql_settings, scratch_postgresql
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "django_app"
-SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 PLACE_ORDER = (
     "from django.test import Client; "
     "print(Client().post('/orders/', {'email': 'ada@example.com', 'item': 'teapot'}).content.decode())"
@@ -28,14 +26,8 @@ PLACE_ORDER = (
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    name = f"jobadapter_django_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(SERVER, autocommit=True) as server:
-        server.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with scratch_postgresql("jobadapter_django") as name:
         yield name
-    finally:
-        with psycopg.connect(SERVER, autocommit=True) as server:
-            server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.parametrize("backend", ["rq", "celery", "dramatiq"])
@@ -46,6 +38,8 @@ def test_the_example_runs_on_each_backend_by_its_url(backend: str, database: str
             **os.environ,
             "JOBADAPTER_URL": f"{backend}+{redis.url}",
             "SHOP_DATABASE": database,
+            "SHOP_DATABASE_USER": postgresql_settings(database).get("user", "postgres"),
+            "SHOP_DATABASE_HOST": postgresql_settings(database).get("host", "127.0.0.1"),
             "DJANGO_SETTINGS_MODULE": "shop.settings",
         }
         environment.pop("JOBADAPTER_JOURNAL", None)
@@ -85,7 +79,7 @@ def test_the_example_runs_on_each_backend_by_its_url(backend: str, database: str
 
 
 def _done(database: str, log: Path) -> bool:
-    with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={database}") as connection:
+    with psycopg.connect(**postgresql_settings(database)) as connection:
         row = connection.execute("SELECT shipped_at, receipt FROM orders_order WHERE id = 1").fetchone()
     mailed = log.exists() and "Thanks for your order." in log.read_text()
     return row is not None and row[0] is not None and row[1] == "Receipt for order 1: 1 × teapot" and mailed

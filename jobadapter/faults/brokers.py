@@ -66,20 +66,44 @@ def shared_amqp(scheme: str | None = None) -> str:
     return f"{scheme}+{url}" if scheme else url
 
 
-@contextlib.contextmanager
-def scratch_postgresql(admin: str = SHARED_POSTGRESQL) -> Iterator[str]:
-    """The name of a fresh database ``jobadapter_test_<hex>`` on the shared PostgreSQL server,
-    dropped with its connections at the end (the only databases the tests and benchmarks
-    create there). Needs psycopg (the ``journal-postgresql`` extra)."""
+def create_databases(names: list[str]) -> None:
+    """Create these databases on the shared PostgreSQL server (psycopg, the
+    ``journal-postgresql`` extra, must be installed)."""
     import psycopg
 
-    name = f"jobadapter_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield name
-        finally:
+    with psycopg.connect(SHARED_POSTGRESQL, autocommit=True) as connection:
+        for name in names:
+            connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_databases(names: list[str]) -> None:
+    """Drop these databases from the shared PostgreSQL server, with their connections."""
+    import psycopg
+
+    with psycopg.connect(SHARED_POSTGRESQL, autocommit=True) as connection:
+        for name in names:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgresql_settings(database: str) -> dict[str, str]:
+    """Host, port, user and ``dbname`` for a connection to ``database`` on the shared server."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    settings = {key: str(value) for key, value in conninfo_to_dict(SHARED_POSTGRESQL).items()}
+    return {**settings, "dbname": database}
+
+
+@contextlib.contextmanager
+def scratch_postgresql(prefix: str = "jobadapter_test") -> Iterator[str]:
+    """The name of a fresh database ``<prefix>_<hex>`` on the shared PostgreSQL server,
+    dropped with its connections at the end (the only databases the tests and benchmarks
+    create there)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    create_databases([name])
+    try:
+        yield name
+    finally:
+        drop_databases([name])
 
 
 def free_port() -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from jobadapter.faults.brokers import postgresql_settings
+
 SECRET_KEY = "jobadapter-tests"
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -24,7 +26,14 @@ DATABASE_NAME = os.environ.get("DJANGO_SITE_DATABASE")
 
 
 def _postgresql(name: str) -> dict[str, object]:
-    return {"ENGINE": "django.db.backends.postgresql", "NAME": name, "USER": "postgres", "HOST": "127.0.0.1"}
+    server = postgresql_settings(name)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": server.get("user", "postgres"),
+        "HOST": server.get("host", "127.0.0.1"),
+        "PORT": server.get("port", "5432"),
+    }
 
 
 DATABASES = (
