@@ -111,6 +111,21 @@ CONFORMANCE_URLS = [
 
 
 AT_ONCE = 3
+SHARED_DEAD_LETTERS = "celery+amqp://"
+"""Runs on these URLs share one dead-letter queue (Celery's ``jobadapter.dead`` in RabbitMQ's
+vhost), which each walks holding its letters unacknowledged for a moment, hiding them from
+the others: such runs go one at a time (`_next_run`), the rest side by side."""
+
+
+def _next_run(waiting: list[Any], urls_of: Any, running_urls: list[str]) -> Any | None:
+    """Take the first waiting run that shares no dead-letter queue with a running one."""
+    busy = any(url.startswith(SHARED_DEAD_LETTERS) for url in running_urls)
+    for index, run in enumerate(waiting):
+        if not (busy and any(url.startswith(SHARED_DEAD_LETTERS) for url in urls_of(run))):
+            return waiting.pop(index)
+    return None
+
+
 UNREACHABLE_PORT = 1
 """Where no broker listens (a privileged port): the contract scenario's unreachable broker."""
 """Conformance runs side by side: more starve each other's workers on two cores."""
@@ -199,9 +214,14 @@ def _conformance_side_by_side(
     with contextlib.ExitStack() as stack:
         waiting = list(runs)
         running: list[tuple[str, Any, subprocess.Popen[bytes]]] = []
+        urls: dict[str, list[str]] = {}
         while waiting or running:
             while waiting and len(running) < AT_ONCE:
-                name, executable, url, results = waiting.pop(0)
+                chosen = _next_run(waiting, lambda run: [run[2]], [u for r in running for u in urls[r[0]]])
+                if chosen is None:
+                    break
+                name, executable, url, results = chosen
+                urls[name] = [url]
                 served = url
                 if AdapterURL.parse(url).transport == "redis":
                     server = stack.enter_context(PrivateRedis(persistent=False))
@@ -328,7 +348,11 @@ def migrate(session: nox.Session) -> None:
         running: list[tuple[str, Any, subprocess.Popen[bytes]]] = []
         while pairs or running:
             while pairs and len(running) < AT_ONCE:
-                source, target = pairs.pop(0)
+                busy = [url for entry in running for url in entry[0].split(" -> ")]
+                chosen = _next_run(pairs, list, busy)
+                if chosen is None:
+                    break
+                source, target = chosen
                 served = [source, target]
                 if any(AdapterURL.parse(url).transport == "redis" for url in served):
                     server = stack.enter_context(PrivateRedis(persistent=False))
