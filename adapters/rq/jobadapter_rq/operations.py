@@ -177,9 +177,24 @@ class _Source:
     kind: Literal["list", "registry", "live registry", "started", "processing"]
 
 
+_LISTED_FIELDS = (
+    b"data",
+    b"origin",
+    b"description",
+    b"created_at",
+    b"enqueued_at",
+    b"started_at",
+    b"ended_at",
+    b"worker_name",
+    b"exc_info",
+)
+"""The fields of a job hash a listed record is built from (`_record`). Read by name: a hash
+has twice as many, and parsing RQ's replies is most of what a listing costs."""
+
+
 @dataclass
 class _Entry:
-    """One id read from a source, with its job hash."""
+    """One id read from a source, with its job hash (`_LISTED_FIELDS` of it, for a listing)."""
 
     rq_id: str
     rq_name: str
@@ -455,14 +470,17 @@ class RQOperations(Adapter):
         ids whose hash is gone (deleted or expired meanwhile) are left out."""
         with self.connection.pipeline(transaction=False) as pipeline:
             for rq_id, _, _ in read:
-                pipeline.hgetall(_JOB + rq_id)
+                pipeline.hmget(_JOB + rq_id, _LISTED_FIELDS)
                 if results:
                     pipeline.xrevrange(Result.get_key(rq_id), "+", "-", count=1)
             replies = pipeline.execute()
         step = 2 if results else 1
         entries = []
         for index, (rq_id, rq_name, score) in enumerate(read):
-            fields: dict[bytes, bytes] = replies[index * step]
+            values: list[bytes | None] = replies[index * step]
+            fields = {
+                name: value for name, value in zip(_LISTED_FIELDS, values, strict=True) if value is not None
+            }
             if not fields:
                 continue
             order: float | bytes = score if score is not None else fields.get(b"enqueued_at", b"")
