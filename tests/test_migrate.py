@@ -11,6 +11,7 @@ RabbitMQ queues are named ``jac-migrate-…`` and deleted at the end.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -44,9 +45,11 @@ from jobadapter.console import Progress
 from jobadapter.envelope import Envelope
 from jobadapter.faults.brokers import PrivateRedis, shared_amqp
 from jobadapter.migrate import Plan, move_name, survey
+from jobadapter.migrate.ledger import REDIS_KEY, Ledger, RedisLedger
 from jobadapter.migrate.ledger_sql import SqlLedger
 from jobadapter.migrate.proof import SEEDED_ERROR, forget_dead_letters, prove
-from jobadapter.operations import JobFilter, JobState
+from jobadapter.operations import JobError, JobFilter, JobState
+from tests.journal_support import store_url
 
 AMQP = {
     "celery+amqp": shared_amqp("celery"),
@@ -395,6 +398,40 @@ def test_a_rename_that_died_after_deleting_publishes_what_the_ledger_kept(
     moved = set(listed(adapter, "new")[JobState.PENDING])
     assert moved == seeded[JobState.PENDING] | {e.job_id for e in lost_in_flight}
     adapter.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "redis"])
+def test_a_ledger_keeps_each_moves_ids_apart_and_forgets_what_is_cleared(
+    kind: str, server: PrivateRedis, tmp_path: Path
+) -> None:
+    ledgers: list[Ledger]
+    with contextlib.ExitStack() as stack:
+        if kind == "redis":
+            client = Redis(port=server.port)
+            stack.callback(client.close)
+            ledgers = [RedisLedger(client, REDIS_KEY.format(move=move)) for move in ("a -> b", "a -> c")]
+        else:
+            database = stack.enter_context(store_url(kind, tmp_path))
+            ledgers = [SqlLedger(database, move) for move in ("a -> b", "a -> c")]
+        ours, other = ledgers
+        kept = envelopes("q", 2)
+        ours.add(["one", "two", "three"])
+        other.add(["one"])
+        ours.keep(JobState.FAILED, [(kept[0], JobError("Boom", "it broke")), (kept[1], None)])
+
+        ours.clear(["two"])
+
+        assert ours.published() == {"one", "three", kept[0].job_id, kept[1].job_id}
+        assert sorted(ours.kept(), key=lambda job: job[1].job_id) == sorted(
+            [(JobState.FAILED, kept[0], JobError("Boom", "it broke")), (JobState.FAILED, kept[1], None)],
+            key=lambda job: job[1].job_id,
+        )
+        ours.clear()
+        assert ours.published() == set()
+        assert other.published() == {"one"}
+        other.clear()
+        for ledger in ledgers:
+            ledger.close()
 
 
 def test_a_target_that_is_down_stops_the_move_and_leaves_every_job_on_the_source(

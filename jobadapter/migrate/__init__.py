@@ -260,12 +260,15 @@ class _Mover:
         themselves); else the plan's, or every one (None)."""
         if self.queues is None and self.same_backend:
             self.queues = tuple(plan.rename)
+        self.earlier: set[str] = set()
+        """What earlier runs of this move published and did not delete (`Ledger.published`)."""
 
     def run(self) -> Report:
         started = time.monotonic()
         try:
             if self.ledger is not None:
                 self._recover()
+                self.earlier = self.ledger.published()
             states = [state for state in WALK_ORDER if state in self.plan.states]
             opened: Drain | None = None
             if self.queues is not None:
@@ -423,7 +426,7 @@ class _Mover:
         """The ids an earlier run published and did not delete: the ledger's, checked against
         the target where it can look jobs up (so a ledger entry left stale cannot lose a job)."""
         assert self.ledger is not None and self.target is not None
-        earlier = self.ledger.published(ids)
+        earlier = self.earlier.intersection(ids)
         if earlier and self.target_finds:
             for job_id in sorted(earlier):
                 try:

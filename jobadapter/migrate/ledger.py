@@ -50,12 +50,14 @@ class Ledger:
 
     where: str = "?"
 
-    def published(self, job_ids: Collection[str]) -> set[str]:
-        """Which of ``job_ids`` an earlier run published and did not get to delete."""
+    def published(self) -> set[str]:
+        """The ids earlier runs published and did not get to delete. Read once, when a run
+        starts: only that run writes the ledger of its move while it runs."""
         raise NotImplementedError
 
     def add(self, job_ids: Sequence[str]) -> None:
-        """Remember ``job_ids`` as published (durable when this returns)."""
+        """Remember ``job_ids``, none of them in the ledger yet, as published (durable when this
+        returns)."""
         raise NotImplementedError
 
     def keep(self, state: JobState, jobs: Sequence[tuple[Envelope, JobError | None]]) -> None:
@@ -82,12 +84,8 @@ class RedisLedger(Ledger):
         self.key = key
         self.where = f"Redis hash {key!r} on the target"
 
-    def published(self, job_ids: Collection[str]) -> set[str]:
-        ids = list(job_ids)
-        if not ids:
-            return set()
-        values = self.client.hmget(self.key, ids)
-        return {job_id for job_id, value in zip(ids, values, strict=True) if value is not None}
+    def published(self) -> set[str]:
+        return {_text(job_id) for job_id in self.client.hkeys(self.key)}
 
     def add(self, job_ids: Sequence[str]) -> None:
         if job_ids:
@@ -116,6 +114,10 @@ class RedisLedger(Ledger):
             self.client.delete(self.key)
         elif job_ids:
             self.client.hdel(self.key, *job_ids)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw if isinstance(raw, str) else raw.decode()
 
 
 def error_text(error: JobError | None) -> str | None:
