@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from jobadapter.journal import schema
+from jobadapter.journal import schema, writes
 
 _TABLE = schema.jobs.name
 _JSON = frozenset(column.name for column in schema.jobs.c if isinstance(column.type, sa.JSON))
@@ -69,7 +69,7 @@ class BatchWriter:
     def write(self, connection: Connection, kind: str, rows: Sequence[dict[str, Any]]) -> None:
         columns = tuple(rows[0])
         if self._postgresql:
-            document = json.dumps([schema.with_iso_timestamps(row) for row in rows], separators=(",", ":"))
+            document = json.dumps([writes.with_iso_timestamps(row) for row in rows], separators=(",", ":"))
             connection.exec_driver_sql(self._statement(kind, columns), (document,))
         else:
             connection.exec_driver_sql(
@@ -82,7 +82,7 @@ class BatchWriter:
             value = row.get(name)
             if name in _JSON:
                 value = _json(value)
-            elif value is not None and name in schema.DATETIME_COLUMNS and self._datetime is not None:
+            elif value is not None and name in writes.DATETIME_COLUMNS and self._datetime is not None:
                 value = self._datetime(value)
             converted.append(value)
         return tuple(converted)

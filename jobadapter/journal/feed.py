@@ -34,7 +34,7 @@ from jobadapter import events
 from jobadapter.arguments import serialize_arguments
 from jobadapter.errors import SerializationError
 from jobadapter.execution import DISCARDED, FAILED, RETRIED
-from jobadapter.journal.store import EXECUTION, Journal, Write
+from jobadapter.journal.writes import EXECUTION, Sink, Write
 from jobadapter.operations import JobState
 
 if TYPE_CHECKING:
@@ -45,9 +45,10 @@ _HOST = socket.gethostname()
 
 
 class Feed:
-    """Subscribes a `Journal` to the core's events; `uninstall` undoes it."""
+    """Subscribes a journal (`store.Journal`, or a `forward.Forwarder`) to the core's events;
+    `uninstall` undoes it."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Sink) -> None:
         self.journal = journal
         self._unsubscribers: list[Callable[[], None]] = []
         self._started: dict[tuple[str, int], datetime] = {}

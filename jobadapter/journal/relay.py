@@ -30,7 +30,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from jobadapter.journal import schema
+from jobadapter.journal import writes
 
 _logger = logging.getLogger("jobadapter")
 
@@ -42,8 +42,20 @@ is seen at once where the selector is epoll or kqueue, within this bound elsewhe
 def encode(kind: str, values: dict[str, Any]) -> bytes:
     """One line for the pipe (``kind`` is one of `store.UPDATED`); raises TypeError or
     ValueError for a value JSON cannot hold."""
-    plain = schema.with_iso_timestamps(values)
+    plain = writes.with_iso_timestamps(values)
     return json.dumps([kind, plain], separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def decode_each(frames: bytes, submit: Callable[[str, dict[str, Any]], None]) -> None:
+    """Hand each write of ``frames`` (lines) to ``submit``; a line that is not one of ours is
+    logged and dropped (the others are not)."""
+    for line in frames.splitlines():
+        try:
+            kind, values = decode(line)
+        except (ValueError, TypeError) as error:
+            _logger.error("Job journal: an unreadable write from a child process was dropped: %s", error)
+            continue
+        submit(kind, values)
 
 
 def decode(line: bytes) -> tuple[str, dict[str, Any]]:
@@ -51,7 +63,7 @@ def decode(line: bytes) -> tuple[str, dict[str, Any]]:
     kind, values = json.loads(line)
     if not isinstance(kind, str) or not isinstance(values, dict):
         raise ValueError("a journal frame is [kind, values]")
-    for name in schema.DATETIME_COLUMNS & values.keys():
+    for name in writes.DATETIME_COLUMNS & values.keys():
         if values[name] is not None:
             values[name] = datetime.fromisoformat(values[name])
     return kind, values
@@ -111,8 +123,9 @@ class Relay:
     job, and starting a thread per fork cost as much as a job's journal rows.
     """
 
-    def __init__(self, deliver: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(self, deliver: Callable[[bytes], None]) -> None:
         self.deliver = deliver
+        """Called with whole frames (one or more lines, each ending with a newline), as read."""
         self._selector: selectors.BaseSelector | None = None
         self._lock = threading.Lock()
 
@@ -174,13 +187,7 @@ class Relay:
         end = pending.rfind(b"\n")
         if end < 0:
             return True
-        lines = bytes(pending[: end + 1]).splitlines()
+        frames = bytes(pending[: end + 1])
         del pending[: end + 1]
-        for line in lines:
-            try:
-                kind, values = decode(line)
-            except (ValueError, TypeError) as error:
-                _logger.error("Job journal: an unreadable write from a child process was dropped: %s", error)
-                continue
-            self.deliver(kind, values)
+        self.deliver(frames)
         return True

@@ -13,9 +13,6 @@ whatever the job does next is recorded.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -105,18 +102,3 @@ paused = sa.Table(
     sa.Column("queue", sa.String, primary_key=True),
     sa.Column("paused_at", sa.DateTime(timezone=True), nullable=False),
 )
-
-
-DATETIME_COLUMNS = frozenset(
-    column.name for table in (jobs, executions) for column in table.c if isinstance(column.type, sa.DateTime)
-)
-"""The columns that hold timestamps, wherever a row travels as JSON (the relay's pipe, a
-PostgreSQL batch) as ISO 8601 text."""
-
-
-def with_iso_timestamps(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` as JSON can carry it: its timestamps as ISO 8601 text."""
-    return {
-        name: value.isoformat() if name in DATETIME_COLUMNS and isinstance(value, datetime) else value
-        for name, value in row.items()
-    }

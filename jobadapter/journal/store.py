@@ -44,6 +44,7 @@ from sqlalchemy.engine import URL, Connection, Engine, RowMapping, make_url
 from jobadapter.errors import ConfigurationError
 from jobadapter.journal import relay, schema
 from jobadapter.journal.batch import BatchWriter
+from jobadapter.journal.writes import EXECUTION, Sink, Write
 from jobadapter.operations import EVERY_JOB, JobError, JobFilter, JobRecord, JobState, arguments_text
 
 _logger = logging.getLogger("jobadapter")
@@ -63,19 +64,10 @@ EXIT_FLUSH_TIMEOUT = 5.0
 """How long a process exit waits for buffered writes."""
 DEFAULT_RETENTION_DAYS = 7.0
 
-EXECUTION = "execution"
 _LIFE_ORDER = {"enqueued": 0, "started": 1, "finished": 2, EXECUTION: 3}
 """The order `Journal._write` applies a batch's kinds of write in."""
-"""The kind of write that adds a row to ``jobadapter_executions`` (keyed by job and execution)."""
 RECORD_FIELDS = frozenset(schema.jobs.c.keys()) - {"job_id", "step", "search", "updated_at"}
 """What `Journal.record` may set."""
-
-
-class Write(NamedTuple):
-    """One buffered row write: a kind of `UPDATED` and the row's values."""
-
-    kind: str
-    values: dict[str, Any]
 
 
 class Execution(NamedTuple):
@@ -104,7 +96,10 @@ class Ended(NamedTuple):
 class Journal:
     """The journal at one SQLAlchemy URL; see `jobadapter.journal` for the interface."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, writes: Sink | None = None) -> None:
+        """``writes``: where event writes go instead of this journal's own writer thread (a
+        `forward.Forwarder`, in a worker that forks per job); this one then reads, and writes
+        only what an operator does."""
         parsed, self.retention_days = _parse(url)
         self.url = parsed.render_as_string(hide_password=True)
         self.dialect = parsed.get_backend_name()
@@ -120,11 +115,14 @@ class Journal:
         self._closed = False
         self._owner = os.getpid()
         self._fork_pipe: relay.Pipe | None = None
-        self._relay = relay.Relay(lambda kind, values: self.submit(Write(kind, values)))
+        self._relay = relay.Relay(self._relayed_frames)
         """In this process: reads the writes of the children it forks."""
         self._to_parent: relay.ToParent | None = None
         """In a forked child: where its writes go (the parent's writer), see `relay`."""
         self._reset_writer()
+        self._writes = writes
+        if writes is not None:
+            return  # the forwarder relays its forked children's writes; nothing to do at a fork
         reference = weakref.ref(self)
         os.register_at_fork(
             before=lambda: _before_fork(reference),
@@ -179,6 +177,9 @@ class Journal:
         that wanted the lock while the writer, holding it to take a batch, was preempted
         waited a whole GIL switch interval. The lock is taken only to wake the writer, once
         per batch."""
+        if self._writes is not None:
+            self._writes.submit(write)
+            return
         if self._to_parent is not None and self._relayed(write):
             return
         if self._closed:
@@ -201,6 +202,9 @@ class Journal:
             with self._lock:
                 self._wake.notify()
 
+    def _relayed_frames(self, frames: bytes) -> None:
+        relay.decode_each(frames, lambda kind, values: self.submit(Write(kind, values)))
+
     def _relayed(self, write: Write) -> bool:
         assert self._to_parent is not None
         try:
@@ -212,11 +216,17 @@ class Journal:
     def write_pending(self) -> None:
         """Write what is buffered now, in this thread: a forked process has no writer thread and
         calls this at the end of each job, so a job's rows take one transaction there."""
+        if self._writes is not None:
+            self._writes.write_pending()
+            return
         while self._write_batch():
             pass
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until the buffered event writes are in the store (at most ``timeout`` s)."""
+        if self._writes is not None:
+            self._writes.flush(timeout)
+            return
         self._relay.drain()
         if self.forked:
             self.write_pending()
