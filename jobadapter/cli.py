@@ -19,8 +19,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jobadapter import config, registry
-from jobadapter.adapters.base import redact
+from jobadapter import config, journal, registry
+from jobadapter.adapters.base import AdapterURL, redact
 from jobadapter.cli_dashboard import add_command as add_dashboard_command
 from jobadapter.cli_migrate import add_command as add_migrate
 from jobadapter.cli_operations import URL_VARIABLE, Refused, add_commands
@@ -154,8 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     matrix.set_defaults(command=_matrix)
 
-    journal = commands.add_parser("journal", help="manage the job journal (docs/journal.md)")
-    journal_commands = journal.add_subparsers()
+    journal_parser = commands.add_parser("journal", help="manage the job journal (docs/journal.md)")
+    journal_commands = journal_parser.add_subparsers()
     migrate = journal_commands.add_parser("migrate", help="create the journal's tables and indexes")
     migrate.add_argument("--url", help="the journal's SQLAlchemy URL (default: $JOBADAPTER_JOURNAL)")
     migrate.set_defaults(command=_journal_migrate)
@@ -179,6 +179,8 @@ def _run_worker(options: argparse.Namespace) -> int:
     if os.getcwd() not in sys.path:  # --app names a module of the project it runs in, as celery -A does
         sys.path.insert(0, os.getcwd())
     config.load_plugins(_split(options.plugin))
+    if config.adapter_class_for(AdapterURL.parse(options.url).adapter).forks_per_job:
+        journal.forward_writes()  # before the adapter is built: that configures the journal
     adapter = config.configure(url=options.url)
     for module in _split(options.app):
         try:

@@ -7,6 +7,7 @@ test and dropped at its end (the shared server's only claim, see README).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,6 +54,16 @@ class Add(Job):
 
     def perform(self, a: int, b: int) -> int:
         return a + b
+
+
+class LoadedDatabaseModules(Job):
+    """Which database modules the process that runs it has loaded (in RQ's work horse: what
+    its worker had, as the horse is a fork of it)."""
+
+    store_result = True
+
+    def perform(self) -> list[str]:
+        return sorted(name for name in ("sqlalchemy", "psycopg", "sqlite3") if name in sys.modules)
 
 
 class Explodes(Job):

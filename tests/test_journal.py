@@ -29,6 +29,7 @@ from tests.journal_support import (
     Add,
     Explodes,
     FlakyOnce,
+    LoadedDatabaseModules,
     Vanishes,
     store_url,
     wait_for,
@@ -287,6 +288,7 @@ def test_a_jobadapter_worker_process_journals_what_it_runs(url: str, tmp_path: P
         exploded = Explodes.set(queue="journal").perform_later("Bob")
         flaky = FlakyOnce.set(queue="journal").perform_later("Cy")  # retried at once: the burst runs both
         vanished = Vanishes.set(queue="journal").perform_later()
+        modules = LoadedDatabaseModules.set(queue="journal").perform_later()
         environment = {**os.environ, journal.ENVIRONMENT_VARIABLE: url}
         environment.pop("JOBADAPTER_URL", None)
         command = [sys.executable, "-m", "jobadapter.cli", "worker", "--url", rq_url, "--burst"]
@@ -300,6 +302,10 @@ def test_a_jobadapter_worker_process_journals_what_it_runs(url: str, tmp_path: P
         )
         assert worker.returncode == 0, worker.stderr[-3000:]
     store.flush()
+    row = store.find(modules.job_id)
+    # The worker forks per job: its rows went to a writer process, not through a database
+    # client of its own (which every fork would copy).
+    assert row is not None and (row.state, row.result) == (JobState.FINISHED, [])
     row = store.find(added.job_id)
     assert row is not None and (row.state, row.result, row.outcome) == (JobState.FINISHED, 42, "performed")
     assert row.worker is not None and row.worker != f"{os.uname().nodename}:{os.getpid()}"

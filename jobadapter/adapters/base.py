@@ -210,6 +210,10 @@ class Adapter:
     """The ``set(adapter_options=...)`` keys this adapter honours; others are rejected."""
     backend_packages: ClassVar[tuple[str, ...]] = ()
     """Distributions whose versions the conformance results record (e.g. ``("rq", "redis")``)."""
+    forks_per_job: ClassVar[bool] = False
+    """Whether the worker forks a process for every job (RQ's work horse). Its journal then
+    sends event writes to a writer process, so that each fork copies a smaller parent
+    (`jobadapter.journal.forward`)."""
 
     def __init__(self, url: AdapterURL, **options: Any) -> None:
         self.url = url

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -28,35 +29,89 @@ from jobadapter.operations import JobState
 if TYPE_CHECKING:
     from jobadapter.journal.feed import Feed
     from jobadapter.journal.store import Journal
+    from jobadapter.journal.writes import Sink
 
 ENVIRONMENT_VARIABLE = "JOBADAPTER_JOURNAL"
 
+
+@dataclass
+class _Configured:
+    """The journal of this process: where the feed's writes go (``sink``), and the store that
+    reads (the sink itself, or built on first use when writes are forwarded)."""
+
+    url: str
+    sink: Sink
+    feed: Feed
+    store: Journal | None
+
+
 _lock = threading.Lock()
-_active: tuple[Journal, Feed] | None = None
+_active: _Configured | None = None
 _environment_read = False
+_forwarding = False
 
 
-def configure(url: str) -> Journal:
+def configure(url: str, *, writer_process: bool = False) -> Journal:
     """Journal every job of this process at ``url`` from now on (replacing any journal);
-    returns it. Raises `ConfigurationError` for a URL it cannot use."""
-    from jobadapter.journal.feed import Feed
+    returns it. Raises `ConfigurationError` for a URL it cannot use.
+
+    ``writer_process``: event writes go to a writer process of their own instead of a thread
+    of this one (`jobadapter.journal.forward`; what a worker that forks per job does)."""
     from jobadapter.journal.store import Journal
 
-    journal = Journal(url)
-    feed = Feed(journal)
-    global _active
-    with _lock:
-        previous, _active = _active, (journal, feed)
-        feed.install()
-    if previous is not None:
-        _shut(previous)
+    if not writer_process:
+        journal = Journal(url)
+        _install(_Configured(url, journal, _feed(journal), journal))
+        return journal
+    from jobadapter.journal.forward import Forwarder
+
+    forwarder = Forwarder(url)
+    journal = Journal(url, writes=forwarder)
+    _install(_Configured(url, forwarder, _feed(forwarder), journal))
     return journal
+
+
+def forward_writes() -> None:
+    """Have the journal configured from ``JOBADAPTER_JOURNAL`` in this process send its event
+    writes to a writer process (`jobadapter.journal.forward`), keeping SQLAlchemy out of it:
+    for a worker that forks per job, called before its adapter is built."""
+    global _forwarding
+    _forwarding = True
 
 
 def active() -> Journal | None:
     """The journal this process writes to, or None."""
     current = _active
-    return None if current is None else current[0]
+    if current is None or current.store is not None:
+        return None if current is None else current.store
+    from jobadapter.journal.store import Journal
+
+    with _lock:
+        if current.store is None:
+            current.store = Journal(current.url, writes=current.sink)
+    return current.store
+
+
+def _feed(sink: Sink) -> Feed:
+    from jobadapter.journal.feed import Feed
+
+    return Feed(sink)
+
+
+def _install(configured: _Configured) -> None:
+    global _active
+    with _lock:
+        previous, _active = _active, configured
+        configured.feed.install()
+    if previous is not None:
+        _shut(previous)
+
+
+def _forward(url: str) -> None:
+    from jobadapter.journal.forward import Forwarder
+
+    forwarder = Forwarder(url)
+    _install(_Configured(url, forwarder, _feed(forwarder), None))
 
 
 def required(what: str) -> Journal:
@@ -108,10 +163,14 @@ def install_from_environment() -> None:
         url = os.environ.get(ENVIRONMENT_VARIABLE)
         if not url or _active is not None:
             return
-    configure(url)
+    if _forwarding:
+        _forward(url)
+    else:
+        configure(url)
 
 
-def _shut(pair: tuple[Journal, Feed]) -> None:
-    journal, feed = pair
-    feed.uninstall()
-    journal.close()
+def _shut(configured: _Configured) -> None:
+    configured.feed.uninstall()
+    configured.sink.close()
+    if configured.store is not None and configured.store is not configured.sink:
+        configured.store.close()

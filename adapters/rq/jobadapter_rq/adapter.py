@@ -116,6 +116,7 @@ class RQAdapter(RQOperations):
         ),
     }
     accepted_options: ClassVar[frozenset[str]] = frozenset({"timeout", "ttl", "result_ttl", "failure_ttl"})
+    forks_per_job: ClassVar[bool] = True
     backend_packages: ClassVar[tuple[str, ...]] = ("rq", "redis")
 
     def __init__(self, url: AdapterURL, **options: Any) -> None:

@@ -1,0 +1,325 @@
+"""Event writes sent to a writer process: the journal of a worker that forks per job.
+
+RQ forks a work horse for every job, and a fork and the child's exit cost in
+proportion to the parent's memory. A journal's writer thread needs SQLAlchemy
+and a database driver in the worker (17 MB more memory to copy on write): on
+the development machine that alone added about 2 ms to each job's 13 ms, which
+was most of what the journal cost a draining RQ worker. So a worker whose
+adapter forks per job (`Adapter.forks_per_job`) leaves the database out of its
+memory: its event writes, and those its horses relay to it (`relay`), go as
+lines down a pipe to one writer process (`jobadapter.journal.writer`), which
+runs the ordinary `store.Journal` with its batches, retries and outage
+handling. Reads in such a worker (a job looking another up) build an ordinary
+`store.Journal` on first use, in whichever process asks.
+
+The forwarder never blocks a job on the writer: lines wait in memory (up to
+`BUFFER_LIMIT`, then they are dropped and counted) while one thread sends them.
+A writer process that dies is started again. It ignores SIGINT and SIGTERM,
+which reach a worker's whole process group on Ctrl-C or a warm shutdown: it
+ends when the worker closes the pipe, after writing the last rows.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import re
+import selectors
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from typing import IO, TYPE_CHECKING
+
+from jobadapter.errors import ConfigurationError
+from jobadapter.journal import relay
+from jobadapter.journal.writes import Write
+
+if TYPE_CHECKING:
+    from jobadapter.journal.store import Journal
+
+_logger = logging.getLogger("jobadapter")
+
+WRITER_MODULE = "jobadapter.journal.writer"
+FLUSH = "flush"
+"""The kind of line that asks the writer process to flush and answer with the line's token."""
+BUFFER_LIMIT = 50_000
+"""Lines kept in memory while the writer process does not take them; later ones are dropped."""
+RESTART_INTERVAL = 1.0
+"""Seconds between two starts of a writer process that keeps dying."""
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9]*(\+[A-Za-z0-9_]+)?://")
+
+
+class Forwarder:
+    """Sends event writes to a writer process (see the module docstring); a `writes.Sink`."""
+
+    def __init__(self, url: str) -> None:
+        if not _URL.match(url):
+            raise ConfigurationError(
+                f"{url!r} is not a journal URL: expected e.g. sqlite:///jobs.db or "
+                "postgresql+psycopg://user@host/db"
+            )
+        self.url = url
+        self.dropped = 0
+        """Writes dropped: the writer process did not take them fast enough, or at all."""
+        self._owner = os.getpid()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._sent = threading.Condition(self._lock)
+        self._sending = False
+        self._lines: deque[bytes] = deque()
+        self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._started_at = 0.0
+        self._closed = False
+        self._dropping = False
+        self._tokens = itertools.count(1)
+        self._flushing = threading.Lock()
+        self._relay = relay.Relay(self._from_child)
+        self._fork_pipe: relay.Pipe | None = None
+        self._to_parent: relay.ToParent | None = None
+        self._fallback: Journal | None = None
+        """In a forked child whose pipe to its parent is gone: a journal of its own."""
+        reference = weakref.ref(self)
+        os.register_at_fork(
+            before=lambda: _before_fork(reference),
+            after_in_parent=lambda: _after_fork_in_parent(reference),
+            after_in_child=lambda: _after_fork_in_child(reference),
+        )
+        atexit.register(_close_at_exit, reference)
+
+    def __repr__(self) -> str:
+        return f"<Forwarder to a writer process (pid {self._process.pid if self._process else None})>"
+
+    @property
+    def forked(self) -> bool:
+        return os.getpid() != self._owner
+
+    def submit(self, write: Write) -> None:
+        try:
+            line = relay.encode(write.kind, write.values)
+        except (TypeError, ValueError) as error:
+            if self.forked:
+                self._write_here(write)
+            else:
+                self._drop(f"a value JSON cannot carry: {error}")
+            return
+        if self.forked:
+            if self._to_parent is None or not self._to_parent.send(line):
+                self._write_here(write)
+            return
+        self._put(line)
+
+    def write_pending(self) -> None:
+        if self._fallback is not None:
+            self._fallback.write_pending()
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until the writer process has written every line sent so far (at most
+        ``timeout`` s): it is asked to flush, and answers."""
+        self._relay.drain()
+        if self.forked:
+            self.write_pending()
+            return
+        deadline = time.monotonic() + timeout
+        with self._flushing:
+            with self._lock:
+                if self._closed or self._thread is None:
+                    return  # nothing was ever sent
+            token = next(self._tokens)
+            self._put(relay.encode(FLUSH, {"token": token}))
+            with self._lock:
+                while self._lines or self._sending:  # the token is on its way
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._sent.wait(remaining)
+            self._await(token, deadline)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush (bounded), stop sending, and let the writer process end (it writes what it
+        holds once the pipe closes)."""
+        if self.forked:
+            if self._fallback is not None:
+                self._fallback.close(timeout)
+            return
+        if self._closed:
+            return
+        self.flush(timeout)
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+            thread, process = self._thread, self._process
+        if thread is not None:
+            thread.join(timeout)
+        if process is not None and process.stdin is not None:
+            process.stdin.close()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                # Still held open by a child of ours: it ends when the last one exits.
+                _logger.warning("Job journal: the writer process (pid %d) is still writing", process.pid)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _put(self, lines: bytes) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if len(self._lines) >= BUFFER_LIMIT:
+                self.dropped += lines.count(b"\n")
+                if not self._dropping:
+                    self._dropping = True
+                    _logger.error("Job journal: the writer process is behind, writes are being dropped")
+                return
+            self._lines.append(lines)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="jobadapter-journal", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _from_child(self, frames: bytes) -> None:
+        """Lines a forked child relayed: on to the writer process, or in a child of a child
+        (a pool process's work horse) on to our own parent."""
+        if not self.forked:
+            self._put(frames)
+        elif self._to_parent is None or not self._to_parent.send(frames):
+            relay.decode_each(frames, lambda kind, values: self._write_here(Write(kind, values)))
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._lines and not self._closed:
+                    self._wake.wait()
+                if not self._lines:
+                    return
+                lines = b"".join(self._lines)
+                self._lines.clear()
+                self._dropping = False
+                self._sending = True
+            try:
+                self._send(lines)
+            finally:
+                with self._lock:
+                    self._sending = False
+                    self._sent.notify_all()
+
+    def _send(self, lines: bytes) -> None:
+        for attempt in range(2):
+            stream = self._writer_input()
+            if stream is None:
+                break
+            try:
+                stream.write(lines)
+                stream.flush()
+                return
+            except (OSError, ValueError) as error:
+                assert self._process is not None
+                _logger.error(
+                    "Job journal: the writer process (pid %d) stopped taking writes (%s)%s",
+                    self._process.pid,
+                    error,
+                    "; starting another" if attempt == 0 else "",
+                )
+                self._process = None
+        self._drop_lines(lines, "no writer process takes them")
+
+    def _writer_input(self) -> IO[bytes] | None:
+        """The writer process's input, started (again) if need be; None while it keeps dying."""
+        if self._process is not None and self._process.poll() is None:
+            return self._process.stdin
+        if self._process is not None:
+            _logger.error("Job journal: the writer process exited with %s", self._process.returncode)
+        wait = self._started_at + RESTART_INTERVAL - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._started_at = time.monotonic()
+        from jobadapter.journal import ENVIRONMENT_VARIABLE
+
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", WRITER_MODULE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={**os.environ, ENVIRONMENT_VARIABLE: self.url},  # not in argv: it may hold a password
+            )
+        except OSError as error:
+            _logger.error("Job journal: the writer process could not start: %s", error)
+            self._process = None
+            return None
+        return self._process.stdin
+
+    def _await(self, token: int, deadline: float) -> None:
+        """Read the writer process's answers until ``token`` (or the deadline)."""
+        process = self._process
+        if process is None or process.stdout is None:
+            return
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            answered = b""
+            while (remaining := deadline - time.monotonic()) > 0:
+                if not selector.select(remaining):
+                    continue
+                chunk = os.read(process.stdout.fileno(), 4096)
+                if not chunk:
+                    return  # the writer process is gone
+                answered += chunk
+                lines = answered.split(b"\n")
+                answered = lines.pop()
+                if any(line.strip() == str(token).encode() for line in lines):
+                    return
+
+    def _drop(self, reason: str) -> None:
+        with self._lock:
+            self.dropped += 1
+        _logger.error("Job journal: a write was dropped: %s", reason)
+
+    def _drop_lines(self, lines: bytes, reason: str) -> None:
+        with self._lock:
+            self.dropped += lines.count(b"\n")
+        _logger.error("Job journal: %d writes were dropped: %s", lines.count(b"\n"), reason)
+
+    def _write_here(self, write: Write) -> None:
+        """In a forked child that cannot hand ``write`` on: write it with a journal of its own
+        (the parent holds no database client, so nothing it held at the fork is in the way)."""
+        if self._fallback is None:
+            from jobadapter.journal.store import Journal
+
+            self._fallback = Journal(self.url)
+        self._fallback.submit(write)
+        self._fallback.write_pending()
+
+
+def _before_fork(reference: weakref.ref[Forwarder]) -> None:
+    forwarder = reference()
+    if forwarder is not None and not forwarder._closed:
+        forwarder._fork_pipe = relay.open_pipe()
+
+
+def _after_fork_in_parent(reference: weakref.ref[Forwarder]) -> None:
+    forwarder = reference()
+    if forwarder is None:
+        return
+    pipe, forwarder._fork_pipe = forwarder._fork_pipe, None
+    if pipe is not None:
+        forwarder._relay.add(pipe)
+
+
+def _after_fork_in_child(reference: weakref.ref[Forwarder]) -> None:
+    forwarder = reference()
+    if forwarder is None:
+        return
+    pipe, forwarder._fork_pipe = forwarder._fork_pipe, None
+    forwarder._to_parent = relay.ToParent(pipe) if pipe is not None else None
+    forwarder._relay = relay.Relay(forwarder._from_child)  # the parent's thread is not here
+    forwarder._fallback = None
+
+
+def _close_at_exit(reference: weakref.ref[Forwarder]) -> None:
+    forwarder = reference()
+    if forwarder is not None:
+        forwarder.close()
