@@ -91,6 +91,7 @@ class Forwarder:
             after_in_child=lambda: _after_fork_in_child(reference),
         )
         atexit.register(_close_at_exit, reference)
+        self._writer_input()  # now: its start-up (SQLAlchemy's import) is not a job's wait
 
     def __repr__(self) -> str:
         return f"<Forwarder to a writer process (pid {self._process.pid if self._process else None})>"
