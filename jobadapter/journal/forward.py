@@ -49,6 +49,8 @@ FLUSH = "flush"
 """The kind of line that asks the writer process to flush and answer with the line's token."""
 BUFFER_LIMIT = 50_000
 """Lines kept in memory while the writer process does not take them; later ones are dropped."""
+LINGER = 0.02
+"""Seconds the sender waits after a first line, so that a burst goes in one write."""
 RESTART_INTERVAL = 1.0
 """Seconds between two starts of a writer process that keeps dying."""
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9]*(\+[A-Za-z0-9_]+)?://")
@@ -71,6 +73,7 @@ class Forwarder:
         self._wake = threading.Condition(self._lock)
         self._sent = threading.Condition(self._lock)
         self._sending = False
+        self._flush_waiting = False
         self._lines: deque[bytes] = deque()
         self._thread: threading.Thread | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -132,14 +135,26 @@ class Forwarder:
                 if self._closed or self._thread is None:
                     return  # nothing was ever sent
             token = next(self._tokens)
-            self._put(relay.encode(FLUSH, {"token": token}))
             with self._lock:
-                while self._lines or self._sending:  # the token is on its way
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return
-                    self._sent.wait(remaining)
+                self._flush_waiting = True
+            try:
+                self._put(relay.encode(FLUSH, {"token": token}))
+                with self._lock:
+                    self._wake.notify()
+                self._wait_sent(deadline)
+            finally:
+                with self._lock:
+                    self._flush_waiting = False
             self._await(token, deadline)
+
+    def _wait_sent(self, deadline: float) -> None:
+        """Wait (bounded) until the sender has written every queued line."""
+        with self._lock:
+            while self._lines or self._sending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._sent.wait(remaining)
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush (bounded), stop sending, and let the writer process end (it writes what it
@@ -168,20 +183,25 @@ class Forwarder:
     # -- sending -----------------------------------------------------------------------------
 
     def _put(self, lines: bytes) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            if len(self._lines) >= BUFFER_LIMIT:
+        """Queue ``lines`` for the sender thread. The append takes no lock (a deque's append is
+        atomic); the lock is taken to wake the sender, once per batch it sends."""
+        waiting = self._lines
+        if self._closed:
+            return
+        if len(waiting) >= BUFFER_LIMIT:
+            with self._lock:
                 self.dropped += lines.count(b"\n")
                 if not self._dropping:
                     self._dropping = True
                     _logger.error("Job journal: the writer process is behind, writes are being dropped")
-                return
-            self._lines.append(lines)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="jobadapter-journal", daemon=True)
-                self._thread.start()
-            self._wake.notify()
+            return
+        waiting.append(lines)
+        if len(waiting) == 1 or self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._closed:
+                    self._thread = threading.Thread(target=self._run, name="jobadapter-journal", daemon=True)
+                    self._thread.start()
+                self._wake.notify()
 
     def _from_child(self, frames: bytes) -> None:
         """Lines a forked child relayed: on to the writer process, or in a child of a child
@@ -198,8 +218,9 @@ class Forwarder:
                     self._wake.wait()
                 if not self._lines:
                     return
-                lines = b"".join(self._lines)
-                self._lines.clear()
+                if not self._closed and not self._flush_waiting:
+                    self._wake.wait(LINGER)  # a burst's lines in one write (a flush cuts it short)
+                lines = b"".join(self._lines.popleft() for _ in range(len(self._lines)))
                 self._dropping = False
                 self._sending = True
             try:
