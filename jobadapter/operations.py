@@ -223,8 +223,11 @@ EVERY_JOB = JobFilter()
 
 
 def arguments_text(arguments: Sequence[Any], keyword_arguments: Mapping[str, Any]) -> str:
-    """The text ``JobFilter.search`` looks in: the serialized arguments as compact JSON."""
-    return json.dumps([list(arguments), dict(keyword_arguments)], separators=(",", ":"), default=str)
+    """The text ``JobFilter.search`` looks in: the serialized arguments as compact JSON, with
+    their characters as they are (a search for "Émile" must not meet ``\u00c9mile``)."""
+    return json.dumps(
+        [list(arguments), dict(keyword_arguments)], separators=(",", ":"), ensure_ascii=False, default=str
+    )
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -15,14 +15,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from jobadapter import Job, config, journal, perform_all_later
+from jobadapter.arguments import serialize_arguments
 from jobadapter.cli import main
 from jobadapter.errors import ConfigurationError
 from jobadapter.faults.brokers import SHARED_POSTGRESQL, PrivateRedis, scratch_postgresql
 from jobadapter.journal import schema
 from jobadapter.journal.store import Journal
-from jobadapter.operations import JobFilter, JobState
+from jobadapter.operations import JobFilter, JobState, arguments_text
 from jobadapter.testing import JobRecorder
 from tests.journal_support import (
     STORES,
@@ -130,6 +132,27 @@ def test_an_event_older_than_the_row_does_not_overwrite_it(store: Journal, jobs:
     )
     with pytest.raises(ValueError, match="no field colour"):
         store.record(job.job_id, colour="red")
+
+
+class KeywordArguments(Job):
+    def perform(self, *arguments: object, **keyword_arguments: object) -> None:
+        pass
+
+
+def test_the_search_text_is_the_arguments_text_lower_cased(store: Journal, jobs: JobRecorder) -> None:
+    """Written from the batch's own JSON of the arguments on SQLite, from the arguments on
+    PostgreSQL: either way what `JobFilter.search` looks in."""
+    arguments = ["Émile ÇA", {"Straße": [1, 2.5, None, True]}, []]
+    keyword_arguments = {"Ünïcode": "Ω", "empty": {}}
+    job = KeywordArguments.perform_later(*arguments, **keyword_arguments)
+    store.flush()
+
+    with store.engine.connect() as connection:
+        stored = connection.execute(
+            sa.select(schema.jobs.c.search).where(schema.jobs.c.job_id == job.job_id)
+        ).scalar_one()
+    assert stored == arguments_text(*serialize_arguments(arguments, keyword_arguments)).lower()
+    assert [r.job_id for r in store.jobs(JobState.PENDING, JobFilter(search="émile ça"))] == [job.job_id]
 
 
 def test_listing_pages_oldest_first_filters_and_searches(store: Journal, jobs: JobRecorder) -> None:

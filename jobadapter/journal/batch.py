@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from jobadapter.journal import schema, writes
+from jobadapter.operations import arguments_text
 
 _TABLE = schema.jobs.name
 _JSON = frozenset(column.name for column in schema.jobs.c if isinstance(column.type, sa.JSON))
@@ -54,7 +57,19 @@ def _json(value: Any) -> str:
         return "null"  # as SQLAlchemy's JSON type stores None
     if value == [] or value == {}:
         return "[]" if isinstance(value, list) else "{}"
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)  # as `arguments_text`
+
+
+def search_text(arguments: Sequence[Any], keyword_arguments: Mapping[str, Any]) -> str:
+    """What a search looks in: the arguments' text (`arguments_text`), lower-cased."""
+    return arguments_text(arguments, keyword_arguments).lower()
+
+
+def _iso(value: Any) -> Any:
+    """How a batch's JSON document carries a timestamp (the only values JSON cannot)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"a journal row cannot hold {type(value).__name__}")
 
 
 class BatchWriter:
@@ -67,25 +82,40 @@ class BatchWriter:
         self._datetime: Callable[[Any], Any] | None = processor
 
     def write(self, connection: Connection, kind: str, rows: Sequence[dict[str, Any]]) -> None:
-        columns = tuple(rows[0])
+        """Upsert ``rows`` (one kind's, all with the same keys); each gets its ``search`` text
+        here, unless it brings one."""
+        columns = (*(name for name in rows[0] if name != "search"), "search")
         if self._postgresql:
-            document = json.dumps([writes.with_iso_timestamps(row) for row in rows], separators=(",", ":"))
+            for row in rows:
+                if "search" not in row:
+                    row["search"] = search_text(row["arguments"], row["keyword_arguments"])
+            document = json.dumps(rows, separators=(",", ":"), ensure_ascii=False, default=_iso)
             connection.exec_driver_sql(self._statement(kind, columns), (document,))
         else:
-            connection.exec_driver_sql(
-                self._statement(kind, columns), [self._values(columns, row) for row in rows]
-            )
+            connection.exec_driver_sql(self._statement(kind, columns), self._tuples(columns, rows))
 
-    def _values(self, columns: tuple[str, ...], row: dict[str, Any]) -> tuple[Any, ...]:
-        converted = []
-        for name in columns:
-            value = row.get(name)
-            if name in _JSON:
-                value = _json(value)
-            elif value is not None and name in writes.DATETIME_COLUMNS and self._datetime is not None:
-                value = self._datetime(value)
-            converted.append(value)
-        return tuple(converted)
+    def _tuples(self, columns: tuple[str, ...], rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """SQLite's parameters: the values in column order, JSON as text, timestamps as
+        SQLAlchemy stores them, and the search text made from the arguments' JSON (not
+        serialized a second time)."""
+        own = columns[:-1]
+        take = itemgetter(*own)
+        encoded = [index for index, name in enumerate(own) if name in _JSON]
+        moments = [index for index, name in enumerate(own) if name in writes.DATETIME_COLUMNS]
+        arguments, keywords = own.index("arguments"), own.index("keyword_arguments")
+        convert = self._datetime
+        tuples = []
+        for row in rows:
+            values = list(take(row))
+            for index in encoded:
+                values[index] = _json(values[index])
+            if convert is not None:
+                for index in moments:
+                    if values[index] is not None:
+                        values[index] = convert(values[index])
+            values.append(row.get("search") or f"[{values[arguments]},{values[keywords]}]".lower())
+            tuples.append(tuple(values))
+        return tuples
 
     def _statement(self, kind: str, columns: tuple[str, ...]) -> str:
         key = (kind, columns)

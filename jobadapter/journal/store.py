@@ -43,9 +43,9 @@ from sqlalchemy.engine import URL, Connection, Engine, RowMapping, make_url
 
 from jobadapter.errors import ConfigurationError
 from jobadapter.journal import relay, schema
-from jobadapter.journal.batch import BatchWriter
+from jobadapter.journal.batch import BatchWriter, search_text
 from jobadapter.journal.writes import EXECUTION, Sink, Write
-from jobadapter.operations import EVERY_JOB, JobError, JobFilter, JobRecord, JobState, arguments_text
+from jobadapter.operations import EVERY_JOB, JobError, JobFilter, JobRecord, JobState
 
 _logger = logging.getLogger("jobadapter")
 
@@ -345,9 +345,6 @@ class Journal:
             # finish (it started in the batch before) must still apply the next job's start before
             # its finish, or that start would look older than the row and be dropped.
             for kind, rows in sorted(groups.items(), key=lambda group: _LIFE_ORDER.get(group[0], 0)):
-                for values in rows.values():
-                    if kind != EXECUTION and "search" not in values:
-                        values["search"] = _search_text(values["arguments"], values["keyword_arguments"])
                 if kind == EXECUTION:
                     connection.execute(self._execution_statement, list(rows.values()))
                 else:
@@ -539,7 +536,7 @@ class Journal:
         for job_id, fields in rows:
             values = {name: _stored(name, value) for name, value in fields.items()}
             if "arguments" in values or "keyword_arguments" in values:
-                values["search"] = _search_text(
+                values["search"] = search_text(
                     values.get("arguments", []), values.get("keyword_arguments", {})
                 )
             values.update(step=-1, updated_at=now)
@@ -727,10 +724,6 @@ def _is_bad_data(error: Exception) -> bool:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
-
-
-def _search_text(arguments: Sequence[Any], keyword_arguments: Mapping[str, Any]) -> str:
-    return arguments_text(arguments, keyword_arguments).lower()
 
 
 def _escape_like(text: str) -> str:
