@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -8,16 +9,27 @@ import pytest
 from jobadapter.ids import new_job_id
 
 
-def test_job_ids_are_random_version_4_uuids_in_canonical_form() -> None:
+def test_job_ids_are_version_7_uuids_in_canonical_form() -> None:
+    before = time.time_ns() // 1_000_000
     ids = {new_job_id() for _ in range(2000)}  # several pool refills (256 ids each)
+    after = time.time_ns() // 1_000_000
     assert len(ids) == 2000
     for text in ids:
         parsed = uuid.UUID(text)
         assert str(parsed) == text
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
-    for position in (0, 15, 20, 35):  # no random position is stuck
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert before <= parsed.int >> 80 <= after  # the first 48 bits: when, in Unix ms
+    for position in (15, 20, 35):  # no random position is stuck
         assert {text[position] for text in ids} == set("0123456789abcdef")
     assert {text[19] for text in ids} == set("89ab")
+
+
+def test_job_ids_sort_in_the_order_they_were_made() -> None:
+    made = []
+    for _ in range(5):
+        made.append(new_job_id())
+        time.sleep(0.002)
+    assert sorted(made) == made
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
