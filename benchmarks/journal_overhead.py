@@ -15,8 +15,9 @@ database ``jobadapter_test_<hex>`` on 127.0.0.1:5432, dropped at the end):
   (concurrency 1, ``--log-level WARNING``) drains them, with
   ``JOBADAPTER_JOURNAL`` set or not; the time runs from the start of the first
   job to the end of the last, written by the jobs themselves (``_drain.py``),
-  so the worker's start-up (SQLAlchemy's import among it) is not counted. RQ
-  runs each job in a forked work horse, which writes its rows before it exits.
+  so the worker's start-up (its journal's writer process among it) is not
+  counted. RQ runs each job in a forked work horse, which hands its rows to the
+  worker before it exits, and the worker to its writer process.
 
 Rounds rotate the order of the three, so drift in the machine's load hits
 each alike; a ratio is the median of per-round ratios (with journal / without:
