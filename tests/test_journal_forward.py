@@ -84,6 +84,23 @@ def test_a_killed_writer_process_is_started_again(store: Journal) -> None:
     assert _writer_pid(store) != first
 
 
+def test_the_writer_process_outlives_ctrl_c_and_a_warm_shutdown(store: Journal) -> None:
+    """SIGINT and SIGTERM reach a worker's whole process group; the worker's last rows come
+    after them, so the writer process must still take them."""
+    Add.perform_later(1, 2)
+    store.flush()
+    writer = _writer_pid(store)
+    os.kill(writer, signal.SIGINT)
+    os.kill(writer, signal.SIGTERM)
+
+    job = Add.perform_later(3, 4)
+    store.flush()
+
+    assert _writer_pid(store) == writer
+    row = store.find(job.job_id)
+    assert row is not None and (row.state, row.result) == (JobState.FINISHED, 7)
+
+
 def test_closing_lets_the_writer_process_write_its_last_rows_and_end(url: str) -> None:
     journal.configure(url, writer_process=True)
     config.configure(url="inline://")
