@@ -301,6 +301,33 @@ def test_an_outage_of_the_store_never_fails_a_job_and_heals(
         assert row is not None and row.state is JobState.FINISHED and row.result == 2 * job.arguments[0]
 
 
+def test_a_pool_of_rq_workers_journals_every_job(url: str) -> None:
+    """``--concurrency 2``: each pool process forks the work horses and hands their rows on to
+    the worker, then ends with os._exit in a burst; none of its rows may be left behind."""
+    with PrivateRedis(persistent=False) as redis:
+        rq_url = f"rq+{redis.url}"
+        store = journal.configure(url)
+        config.configure(url=rq_url)
+        jobs = [Add.set(queue="pool").perform_later(number, 1) for number in range(30)]
+        environment = {**os.environ, journal.ENVIRONMENT_VARIABLE: url}
+        environment.pop("JOBADAPTER_URL", None)
+        command = [sys.executable, "-m", "jobadapter.cli", "worker", "--url", rq_url, "--burst"]
+        worker = subprocess.run(
+            [*command, "--concurrency", "2", "--app", "tests.journal_support", "--queues", "pool"],
+            cwd=ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert worker.returncode == 0, worker.stderr[-3000:]
+    store.flush()
+    rows = [store.find(job.job_id) for job in jobs]
+    assert [(row.state, row.result) if row else None for row in rows] == [
+        (JobState.FINISHED, number + 1) for number in range(30)
+    ]
+
+
 def test_a_jobadapter_worker_process_journals_what_it_runs(url: str, tmp_path: Path) -> None:
     """RQ runs each job in a forked work horse that ends with os._exit: its rows must be written."""
     with PrivateRedis(persistent=False) as redis:

@@ -92,6 +92,15 @@ def active() -> Journal | None:
     return current.store
 
 
+def flush(timeout: float = 5.0) -> None:
+    """Wait (bounded) until this process's journal writes, and those its forked children handed
+    it, are in the store, or on their way in a forked process (which hands them to its parent).
+    For a process that ends with os._exit, which runs no exit handler."""
+    current = _active
+    if current is not None:
+        current.sink.flush(timeout)
+
+
 def _feed(sink: Sink) -> Feed:
     from jobadapter.journal.feed import Feed
 

@@ -25,7 +25,6 @@ import logging
 import os
 import selectors
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -128,6 +127,8 @@ class Relay:
         """Called with whole frames (one or more lines, each ending with a newline), as read."""
         self._selector: selectors.BaseSelector | None = None
         self._lock = threading.Lock()
+        self._added = threading.Event()
+        """Set when a pipe is registered: wakes the thread waiting for one."""
 
     def add(self, pipe: Pipe) -> None:
         """Read ``pipe`` from now on (in the parent, right after the fork)."""
@@ -141,13 +142,17 @@ class Relay:
                 )
                 thread.start()
             self._selector.register(pipe.read, selectors.EVENT_READ, bytearray())
+        self._added.set()
 
     def _run(self, selector: selectors.BaseSelector) -> None:
         while True:
             with self._lock:
                 idle = not selector.get_map()
             if idle:
-                time.sleep(_IDLE_POLL)  # nothing registered: a selector may refuse to wait on nothing
+                # Nothing registered (a selector may refuse to wait on nothing): until a pipe is.
+                # A sleep here left a short-lived process's rows unread until it had exited.
+                self._added.wait(_IDLE_POLL)
+                self._added.clear()
                 continue
             ready = selector.select(timeout=_IDLE_POLL)
             with self._lock:

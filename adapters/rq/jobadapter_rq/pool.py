@@ -20,6 +20,7 @@ from typing import Any
 
 from rq.worker_pool import ForkProcess, WorkerPool, run_worker
 
+from jobadapter import journal
 from jobadapter.worker_logging import announce_ready
 from jobadapter_rq import worker as rq_worker
 
@@ -27,11 +28,16 @@ _STOPS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _run_worker(*args: Any, **kwargs: Any) -> None:
-    """A pool child: take over stop signals (still blocked since the fork), then run RQ's worker."""
+    """A pool child: take over stop signals (still blocked since the fork), then run RQ's worker.
+    It ends with os._exit (multiprocessing's way), which runs no exit handler: the journal rows
+    its work horses handed it are sent on first."""
     for stop in _STOPS:
         signal.signal(stop, rq_worker.stop_before_start)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
-    run_worker(*args, **kwargs)
+    try:
+        run_worker(*args, **kwargs)
+    finally:
+        journal.flush()
 
 
 class JobAdapterPool(WorkerPool):
