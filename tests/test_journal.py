@@ -301,6 +301,23 @@ def test_an_outage_of_the_store_never_fails_a_job_and_heals(
         assert row is not None and row.state is JobState.FINISHED and row.result == 2 * job.arguments[0]
 
 
+def _drain_with_rq_worker(rq_url: str, journal_url: str, queue: str, *options: str) -> None:
+    """``jobadapter worker --burst`` on ``queue``, journaling at ``journal_url`` as
+    ``JOBADAPTER_JOURNAL`` tells it, until the queue is empty."""
+    environment = {**os.environ, journal.ENVIRONMENT_VARIABLE: journal_url}
+    environment.pop("JOBADAPTER_URL", None)
+    command = [sys.executable, "-m", "jobadapter.cli", "worker", "--url", rq_url, "--burst", *options]
+    worker = subprocess.run(
+        [*command, "--app", "tests.journal_support", "--queues", queue],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert worker.returncode == 0, worker.stderr[-3000:]
+
+
 def test_a_pool_of_rq_workers_journals_every_job(url: str) -> None:
     """``--concurrency 2``: each pool process forks the work horses and hands their rows on to
     the worker, then ends with os._exit in a burst; none of its rows may be left behind."""
@@ -309,18 +326,7 @@ def test_a_pool_of_rq_workers_journals_every_job(url: str) -> None:
         store = journal.configure(url)
         config.configure(url=rq_url)
         jobs = [Add.set(queue="pool").perform_later(number, 1) for number in range(30)]
-        environment = {**os.environ, journal.ENVIRONMENT_VARIABLE: url}
-        environment.pop("JOBADAPTER_URL", None)
-        command = [sys.executable, "-m", "jobadapter.cli", "worker", "--url", rq_url, "--burst"]
-        worker = subprocess.run(
-            [*command, "--concurrency", "2", "--app", "tests.journal_support", "--queues", "pool"],
-            cwd=ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
-        assert worker.returncode == 0, worker.stderr[-3000:]
+        _drain_with_rq_worker(rq_url, url, "pool", "--concurrency", "2")
     store.flush()
     rows = [store.find(job.job_id) for job in jobs]
     assert [(row.state, row.result) if row else None for row in rows] == [
@@ -339,18 +345,7 @@ def test_a_jobadapter_worker_process_journals_what_it_runs(url: str, tmp_path: P
         flaky = FlakyOnce.set(queue="journal").perform_later("Cy")  # retried at once: the burst runs both
         vanished = Vanishes.set(queue="journal").perform_later()
         modules = LoadedDatabaseModules.set(queue="journal").perform_later()
-        environment = {**os.environ, journal.ENVIRONMENT_VARIABLE: url}
-        environment.pop("JOBADAPTER_URL", None)
-        command = [sys.executable, "-m", "jobadapter.cli", "worker", "--url", rq_url, "--burst"]
-        worker = subprocess.run(
-            [*command, "--app", "tests.journal_support", "--queues", "journal"],
-            cwd=ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
-        assert worker.returncode == 0, worker.stderr[-3000:]
+        _drain_with_rq_worker(rq_url, url, "journal")
     store.flush()
     row = store.find(modules.job_id)
     # The worker forks per job: its rows went to a writer process, not through a database
