@@ -13,8 +13,9 @@ import pytest
 
 from jobadapter import config, journal
 from jobadapter.errors import ConfigurationError
-from jobadapter.journal.forward import Forwarder
+from jobadapter.journal.forward import CANNOT_WRITE, RESTART_INTERVAL, Forwarder
 from jobadapter.journal.store import Journal
+from jobadapter.journal.writes import Write
 from jobadapter.operations import JobState
 from tests.journal_support import STORES, Add, store_url, wait_for
 from tests.test_journal_relay import _in_child
@@ -123,6 +124,30 @@ def test_closing_lets_the_writer_process_write_its_last_rows_and_end(url: str) -
     ]
 
 
-def test_a_url_that_is_not_one_is_refused_before_any_process_starts() -> None:
-    with pytest.raises(ConfigurationError, match=r"'jobs\.db' is not a journal URL"):
-        Forwarder("jobs.db")
+@pytest.mark.parametrize(
+    ("url", "refusal"),
+    [
+        ("jobs.db", r"'jobs\.db' is not a journal URL"),
+        ("mysql://root@localhost/jobs", "supports sqlite and postgresql URLs, not 'mysql'"),
+        ("sqlite://", "needs a SQLite file"),
+        ("sqlite:///jobs.db?retention_days=-1", "retention_days must be a number of days >= 0, not '-1'"),
+    ],
+)
+def test_a_wrong_url_is_refused_before_any_process_starts(url: str, refusal: str) -> None:
+    with pytest.raises(ConfigurationError, match=refusal):
+        Forwarder(url)
+
+
+def test_a_journal_no_writer_process_can_open_drops_writes_without_starting_one_per_second() -> None:
+    forwarder = Forwarder("postgresql+nosuchdriver://postgres@127.0.0.1/jobs")
+    try:
+        first = forwarder._process
+        assert first is not None
+        assert first.wait(30) == CANNOT_WRITE
+        for number in range(3):
+            forwarder.submit(Write("enqueued", {"job_id": str(number)}))
+            forwarder.flush(timeout=RESTART_INTERVAL + 1)
+        assert forwarder.dropped == 3
+        assert forwarder._process is first  # not started again: it could not do better
+    finally:
+        forwarder.close()

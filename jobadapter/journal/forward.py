@@ -25,7 +25,6 @@ import atexit
 import itertools
 import logging
 import os
-import re
 import selectors
 import subprocess
 import sys
@@ -35,8 +34,7 @@ import weakref
 from collections import deque
 from typing import IO, TYPE_CHECKING
 
-from jobadapter.errors import ConfigurationError
-from jobadapter.journal import relay
+from jobadapter.journal import relay, urls
 from jobadapter.journal.writes import Write
 
 if TYPE_CHECKING:
@@ -51,20 +49,18 @@ BUFFER_LIMIT = 50_000
 """Lines kept in memory while the writer process does not take them; later ones are dropped."""
 LINGER = 0.02
 """Seconds the sender waits after a first line, so that a burst goes in one write."""
+CANNOT_WRITE = 78
+"""The writer process's exit status when it cannot open the journal at all (EX_CONFIG: a
+missing driver, say); it is not started again."""
 RESTART_INTERVAL = 1.0
 """Seconds between two starts of a writer process that keeps dying."""
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9]*(\+[A-Za-z0-9_]+)?://")
 
 
 class Forwarder:
     """Sends event writes to a writer process (see the module docstring); a `writes.Sink`."""
 
     def __init__(self, url: str) -> None:
-        if not _URL.match(url):
-            raise ConfigurationError(
-                f"{url!r} is not a journal URL: expected e.g. sqlite:///jobs.db or "
-                "postgresql+psycopg://user@host/db"
-            )
+        urls.check(url)  # a wrong URL stops the worker here, not its writer process later
         self.url = url
         self.dropped = 0
         """Writes dropped: the writer process did not take them fast enough, or at all."""
@@ -80,6 +76,7 @@ class Forwarder:
         self._started_at = 0.0
         self._closed = False
         self._dropping = False
+        self._given_up = False
         self._tokens = itertools.count(1)
         self._flushing = threading.Lock()
         self._relay = relay.Relay(self._from_child)
@@ -231,7 +228,7 @@ class Forwarder:
                     self._sent.notify_all()
 
     def _send(self, lines: bytes) -> None:
-        for attempt in range(2):
+        for _ in range(2):
             stream = self._writer_input()
             if stream is None:
                 break
@@ -240,21 +237,34 @@ class Forwarder:
                 stream.flush()
                 return
             except (OSError, ValueError) as error:
-                assert self._process is not None
+                process = self._process
+                assert process is not None
                 _logger.error(
-                    "Job journal: the writer process (pid %d) stopped taking writes (%s)%s",
-                    self._process.pid,
+                    "Job journal: the writer process (pid %d) stopped taking writes (%s)",
+                    process.pid,
                     error,
-                    "; starting another" if attempt == 0 else "",
                 )
-                self._process = None
-        self._drop_lines(lines, "no writer process takes them")
+                try:
+                    process.wait(1)  # its exit status says whether another one could do better
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        if self._given_up:
+            with self._lock:
+                self.dropped += _writes_in(lines)
+        else:
+            self._drop_lines(lines, "no writer process takes them")
 
     def _writer_input(self) -> IO[bytes] | None:
         """The writer process's input, started (again) if need be; None while it keeps dying."""
         if self._process is not None and self._process.poll() is None:
             return self._process.stdin
         if self._process is not None:
+            if self._process.returncode == CANNOT_WRITE:
+                if not self._given_up:
+                    self._given_up = True
+                    _logger.error("Job journal: no writer process can open it; its writes are dropped")
+                return None
             _logger.error("Job journal: the writer process exited with %s", self._process.returncode)
         wait = self._started_at + RESTART_INTERVAL - time.monotonic()
         if wait > 0:
@@ -301,9 +311,10 @@ class Forwarder:
         _logger.error("Job journal: a write was dropped: %s", reason)
 
     def _drop_lines(self, lines: bytes, reason: str) -> None:
+        count = _writes_in(lines)
         with self._lock:
-            self.dropped += lines.count(b"\n")
-        _logger.error("Job journal: %d writes were dropped: %s", lines.count(b"\n"), reason)
+            self.dropped += count
+        _logger.error("Job journal: %d writes were dropped: %s", count, reason)
 
     def _write_here(self, write: Write) -> None:
         """In a forked child that cannot hand ``write`` on: write it with a journal of its own
@@ -314,6 +325,14 @@ class Forwarder:
             self._fallback = Journal(self.url)
         self._fallback.submit(write)
         self._fallback.write_pending()
+
+
+def _writes_in(lines: bytes) -> int:
+    """How many of ``lines`` are writes (the rest ask for a flush)."""
+    return sum(1 for line in lines.splitlines() if not line.startswith(_FLUSH_LINE))
+
+
+_FLUSH_LINE = relay.encode(FLUSH, {}).partition(b",")[0]
 
 
 def _before_fork(reference: weakref.ref[Forwarder]) -> None:

@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, RowMapping, make_url
 
 from jobadapter.errors import ConfigurationError
-from jobadapter.journal import relay, schema
+from jobadapter.journal import relay, schema, urls
 from jobadapter.journal.batch import BatchWriter, search_text
 from jobadapter.journal.writes import EXECUTION, Sink, Write
 from jobadapter.operations import EVERY_JOB, JobError, JobFilter, JobRecord, JobState
@@ -62,7 +62,6 @@ PRUNE_INTERVAL = 300.0
 """Seconds between two deletions of finished rows past their retention."""
 EXIT_FLUSH_TIMEOUT = 5.0
 """How long a process exit waits for buffered writes."""
-DEFAULT_RETENTION_DAYS = 7.0
 
 _LIFE_ORDER = {"enqueued": 0, "started": 1, "finished": 2, EXECUTION: 3}
 """The order `Journal._write` applies a batch's kinds of write in."""
@@ -616,6 +615,7 @@ class Journal:
 
 
 def _parse(url: str) -> tuple[URL, float]:
+    days = urls.check(url)
     try:
         parsed = make_url(url)
     except sa.exc.ArgumentError as error:
@@ -623,24 +623,6 @@ def _parse(url: str) -> tuple[URL, float]:
             f"{url!r} is not a journal URL: expected e.g. sqlite:///jobs.db or "
             "postgresql+psycopg://user@host/db"
         ) from error
-    backend = parsed.get_backend_name()
-    if backend not in ("sqlite", "postgresql"):
-        raise ConfigurationError(
-            f"the journal supports sqlite and postgresql URLs, not {backend!r} ({parsed.render_as_string()})"
-        )
-    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
-        raise ConfigurationError(
-            "the journal needs a SQLite file, e.g. sqlite:///jobs.db: an in-memory database is private "
-            "to one connection, so workers and the writer thread would not share it"
-        )
-    raw = parsed.query.get("retention_days", str(DEFAULT_RETENTION_DAYS))
-    text = raw if isinstance(raw, str) else raw[-1]
-    try:
-        days = float(text)
-    except ValueError:
-        days = -1.0
-    if not days >= 0:
-        raise ConfigurationError(f"journal retention_days must be a number of days >= 0, not {text!r}")
     return parsed.difference_update_query(["retention_days"]), days
 
 

@@ -15,7 +15,7 @@ import signal
 import sys
 
 from jobadapter.journal import ENVIRONMENT_VARIABLE, relay
-from jobadapter.journal.forward import FLUSH
+from jobadapter.journal.forward import CANNOT_WRITE, FLUSH
 from jobadapter.journal.store import EXIT_FLUSH_TIMEOUT, Journal
 from jobadapter.journal.writes import Write
 
@@ -28,7 +28,11 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(format=f"%(asctime)s journal writer {os.getpid()}: %(levelname)s %(message)s")
-    journal = Journal(os.environ[ENVIRONMENT_VARIABLE])
+    try:
+        journal = Journal(os.environ[ENVIRONMENT_VARIABLE])  # connects later: an outage is retried
+    except Exception as error:  # a wrong URL, a driver that is not installed
+        _logger.error("Job journal: the writer process cannot open the journal: %s", error)
+        return CANNOT_WRITE
     answers = sys.stdout.buffer
     for line in sys.stdin.buffer:
         try:
