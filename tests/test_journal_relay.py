@@ -66,9 +66,9 @@ def test_a_child_whose_pipe_was_closed_by_a_pool_writes_itself(store: Journal, t
     stranger = tmp_path / "stranger"
 
     def close_the_pipe_then_run_a_job() -> str:
-        assert store._to_parent is not None
+        assert store._link.to_parent is not None
         reused = os.open(stranger, os.O_WRONLY | os.O_CREAT)
-        os.dup2(reused, store._to_parent._fd)  # the pipe's number now names the file
+        os.dup2(reused, store._link.to_parent._fd)  # the pipe's number now names the file
         job_id = Add.perform_later(1, 1).job_id
         store.flush()
         return job_id

@@ -79,9 +79,7 @@ class Forwarder:
         self._given_up = False
         self._tokens = itertools.count(1)
         self._flushing = threading.Lock()
-        self._relay = relay.Relay(self._from_child)
-        self._fork_pipe: relay.Pipe | None = None
-        self._to_parent: relay.ToParent | None = None
+        self._link = relay.Link(self._from_child)
         self._fallback: Journal | None = None
         """In a forked child whose pipe to its parent is gone: a journal of its own."""
         reference = weakref.ref(self)
@@ -107,10 +105,10 @@ class Forwarder:
             if self.forked:
                 self._write_here(write)
             else:
-                self._drop(f"a value JSON cannot carry: {error}")
+                self._drop(1, f"a value JSON cannot carry: {error}")
             return
         if self.forked:
-            if self._to_parent is None or not self._to_parent.send(line):
+            if not self._link.send(line):
                 self._write_here(write)
             return
         self._put(line)
@@ -122,7 +120,7 @@ class Forwarder:
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until the writer process has written every line sent so far (at most
         ``timeout`` s): it is asked to flush, and answers."""
-        self._relay.drain()
+        self._link.relay.drain()
         if self.forked:
             self.write_pending()
             return
@@ -187,10 +185,8 @@ class Forwarder:
             return
         if len(waiting) >= BUFFER_LIMIT:
             with self._lock:
-                self.dropped += lines.count(b"\n")
-                if not self._dropping:
-                    self._dropping = True
-                    _logger.error("Job journal: the writer process is behind, writes are being dropped")
+                first, self._dropping = not self._dropping, True
+            self._drop(_writes_in(lines), "the writer process is behind" if first else None)
             return
         waiting.append(lines)
         if len(waiting) == 1 or self._thread is None:
@@ -205,7 +201,7 @@ class Forwarder:
         (a pool process's work horse) on to our own parent."""
         if not self.forked:
             self._put(frames)
-        elif self._to_parent is None or not self._to_parent.send(frames):
+        elif not self._link.send(frames):
             relay.decode_each(frames, lambda kind, values: self._write_here(Write(kind, values)))
 
     def _run(self) -> None:
@@ -249,11 +245,7 @@ class Forwarder:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-        if self._given_up:
-            with self._lock:
-                self.dropped += _writes_in(lines)
-        else:
-            self._drop_lines(lines, "no writer process takes them")
+        self._drop(_writes_in(lines), None if self._given_up else "no writer process takes them")
 
     def _writer_input(self) -> IO[bytes] | None:
         """The writer process's input, started (again) if need be; None while it keeps dying."""
@@ -305,16 +297,12 @@ class Forwarder:
                 if any(line.strip() == str(token).encode() for line in lines):
                     return
 
-    def _drop(self, reason: str) -> None:
-        with self._lock:
-            self.dropped += 1
-        _logger.error("Job journal: a write was dropped: %s", reason)
-
-    def _drop_lines(self, lines: bytes, reason: str) -> None:
-        count = _writes_in(lines)
+    def _drop(self, count: int, reason: str | None) -> None:
+        """Count ``count`` writes as dropped, and log why (None: said once already)."""
         with self._lock:
             self.dropped += count
-        _logger.error("Job journal: %d writes were dropped: %s", count, reason)
+        if reason is not None:
+            _logger.error("Job journal: %d write(s) dropped: %s", count, reason)
 
     def _write_here(self, write: Write) -> None:
         """In a forked child that cannot hand ``write`` on: write it with a journal of its own
@@ -338,26 +326,20 @@ _FLUSH_LINE = relay.encode(FLUSH, {}).partition(b",")[0]
 def _before_fork(reference: weakref.ref[Forwarder]) -> None:
     forwarder = reference()
     if forwarder is not None and not forwarder._closed:
-        forwarder._fork_pipe = relay.open_pipe()
+        forwarder._link.before_fork()
 
 
 def _after_fork_in_parent(reference: weakref.ref[Forwarder]) -> None:
     forwarder = reference()
-    if forwarder is None:
-        return
-    pipe, forwarder._fork_pipe = forwarder._fork_pipe, None
-    if pipe is not None:
-        forwarder._relay.add(pipe)
+    if forwarder is not None:
+        forwarder._link.after_fork_in_parent()
 
 
 def _after_fork_in_child(reference: weakref.ref[Forwarder]) -> None:
     forwarder = reference()
-    if forwarder is None:
-        return
-    pipe, forwarder._fork_pipe = forwarder._fork_pipe, None
-    forwarder._to_parent = relay.ToParent(pipe) if pipe is not None else None
-    forwarder._relay = relay.Relay(forwarder._from_child)  # the parent's thread is not here
-    forwarder._fallback = None
+    if forwarder is not None:
+        forwarder._link.after_fork_in_child()
+        forwarder._fallback = None
 
 
 def _close_at_exit(reference: weakref.ref[Forwarder]) -> None:

@@ -196,3 +196,32 @@ class Relay:
         del pending[: end + 1]
         self.deliver(frames)
         return True
+
+
+class Link:
+    """One process's place in the relay across forks: the `Relay` that reads its children, and
+    in a forked child the `ToParent` it sends through. Its owner (a journal, a forwarder)
+    calls the three fork steps from its ``os.register_at_fork`` hooks."""
+
+    def __init__(self, deliver: Callable[[bytes], None]) -> None:
+        self.relay = Relay(deliver)
+        self.to_parent: ToParent | None = None
+        """In a forked child: where its writes go (the parent's relay)."""
+        self._pipe: Pipe | None = None
+
+    def before_fork(self) -> None:
+        self._pipe = open_pipe()
+
+    def after_fork_in_parent(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            self.relay.add(pipe)
+
+    def after_fork_in_child(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        self.to_parent = ToParent(pipe) if pipe is not None else None
+        self.relay = Relay(self.relay.deliver)  # the parent's thread is not here
+
+    def send(self, line: bytes) -> bool:
+        """Whether the parent has ``line`` (False where there is no parent to send to)."""
+        return self.to_parent is not None and self.to_parent.send(line)

@@ -113,11 +113,9 @@ class Journal:
         self._paused: frozenset[str] = frozenset()
         self._closed = False
         self._owner = os.getpid()
-        self._fork_pipe: relay.Pipe | None = None
-        self._relay = relay.Relay(self._relayed_frames)
-        """In this process: reads the writes of the children it forks."""
-        self._to_parent: relay.ToParent | None = None
-        """In a forked child: where its writes go (the parent's writer), see `relay`."""
+        self._link = relay.Link(self._relayed_frames)
+        """Reads the writes of the children this process forks; in a forked child, sends its
+        own to the parent's writer (see `relay`)."""
         self._reset_writer()
         self._writes = writes
         if writes is not None:
@@ -179,7 +177,7 @@ class Journal:
         if self._writes is not None:
             self._writes.submit(write)
             return
-        if self._to_parent is not None and self._relayed(write):
+        if self._link.to_parent is not None and self._relayed(write):
             return
         if self._closed:
             return
@@ -205,12 +203,11 @@ class Journal:
         relay.decode_each(frames, lambda kind, values: self.submit(Write(kind, values)))
 
     def _relayed(self, write: Write) -> bool:
-        assert self._to_parent is not None
         try:
             line = relay.encode(write.kind, write.values)
         except (TypeError, ValueError):
             return False  # a value the pipe cannot carry: the child writes this one itself
-        return self._to_parent.send(line)
+        return self._link.send(line)
 
     def write_pending(self) -> None:
         """Write what is buffered now, in this thread: a forked process has no writer thread and
@@ -226,7 +223,7 @@ class Journal:
         if self._writes is not None:
             self._writes.flush(timeout)
             return
-        self._relay.drain()
+        self._link.relay.drain()
         if self.forked:
             self.write_pending()
             return
@@ -665,7 +662,7 @@ def _before_fork(reference: weakref.ref[Journal]) -> None:
     if journal is not None:
         journal._io_held_for_fork = journal._io.acquire(timeout=EXIT_FLUSH_TIMEOUT)
         if not journal._closed:
-            journal._fork_pipe = relay.open_pipe()
+            journal._link.before_fork()
 
 
 def _after_fork_in_parent(reference: weakref.ref[Journal]) -> None:
@@ -675,18 +672,14 @@ def _after_fork_in_parent(reference: weakref.ref[Journal]) -> None:
     if journal._io_held_for_fork:
         journal._io_held_for_fork = False
         journal._io.release()
-    pipe, journal._fork_pipe = journal._fork_pipe, None
-    if pipe is not None:
-        journal._relay.add(pipe)
+    journal._link.after_fork_in_parent()
 
 
 def _after_fork(reference: weakref.ref[Journal]) -> None:
     journal = reference()
     if journal is not None:
         journal._reset_writer()
-        pipe, journal._fork_pipe = journal._fork_pipe, None
-        journal._to_parent = relay.ToParent(pipe) if pipe is not None else None
-        journal._relay = relay.Relay(journal._relay.deliver)  # the parent's thread is not here
+        journal._link.after_fork_in_child()
 
 
 def _flush_at_exit(reference: weakref.ref[Journal]) -> None:
