@@ -273,7 +273,12 @@ def _check_runs(
     outcome.lost = sum(len(expected[s] - set(counts[s])) for s in expected)
     outcome.duplicates = sum(n - 1 for c in counts.values() for n in c.values() if n > 1)
     if outcome.lost:
-        outcome.problems.append(f"{outcome.lost} job(s) never performed on the target")
+        missing = ", ".join(
+            f"{len(expected[state] - set(counts[state]))} {state}"
+            for state in expected
+            if expected[state] - set(counts[state])
+        )
+        outcome.problems.append(f"{outcome.lost} job(s) never performed on the target ({missing})")
     if outcome.duplicates:
         outcome.problems.append(f"{outcome.duplicates} duplicate run(s)")
     runs = {"pending": 1, "scheduled": 1, "failed": 2}  # a failed job ran once on the old backend
