@@ -31,6 +31,7 @@ from typing import NamedTuple
 import pytest
 from jobadapter_celery.adapter import CeleryAdapter
 from jobadapter_rq.adapter import RQAdapter
+from kombu import Connection
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -66,6 +67,19 @@ PAIRS = [
 def server() -> Iterator[PrivateRedis]:
     with PrivateRedis(persistent=False) as private:
         yield private
+
+
+@pytest.fixture(autouse=True)
+def own_dead_letters(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Celery on RabbitMQ dead-letters into one queue per vhost by default, shared with every
+    test that runs at once: another test's walk of it hides its messages for a moment, and a
+    retry here could miss one (a CI run saw a failed job never retried on the target). Each
+    test gets a dead-letter queue of its own, deleted at its end."""
+    dead = f"jac-migrate-dead-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setitem(AMQP, "celery+amqp", f"{shared_amqp('celery')}?dead_letter_queue={dead}")
+    yield
+    with Connection(shared_amqp()) as connection:
+        connection.default_channel.queue_delete(dead)
 
 
 def url(kind: str, server: PrivateRedis, db: int = 0) -> str:
